@@ -1,0 +1,116 @@
+"""Shared fixtures.
+
+- ``smollm2``: the embedded SmolLM2-135M-Instruct (float32, CPU), loaded once per session. Its
+  converted copy lives in the normal ``settings.home`` (``~/.cache/vase`` unless ``VASE_HOME`` is
+  set), so the one-time GGUF conversion (~20 s) happens once per machine, not once per test run.
+- ``tiny_qwen3`` / ``tiny_llama``: small random-weight models sharing the embedded tokenizer.
+- ``tmp_settings``: settings whose database is a fresh SQLite file in ``tmp_path``.
+- ``postgres_url`` / ``redis_url``: a fresh PostgreSQL database / a flushed Redis db on the local
+  servers (``scripts/test.sh`` starts them). They fail, not skip, when the server is down.
+
+Session-scoped models are shared: tests must not change their weights or configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+
+# Nothing is downloaded in tests: fail at once instead of retrying a network that isn't there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_URL_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct, float32 on the CPU."""
+    import torch
+
+    from vase.models import EMBEDDED_MODEL, load_model
+
+    return load_model(EMBEDDED_MODEL, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3():
+    """(model, tokenizer): a 2-layer random Qwen3 (4 query heads, 2 KV heads, head_dim 16), seed 0."""
+    from vase.models import tiny_qwen3 as build
+
+    return build(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """(model, tokenizer): a 2-layer random Llama (4 query heads, 2 KV heads, head_dim 16), seed 0."""
+    from vase.models import tiny_llama as build
+
+    return build(seed=0)
+
+
+@pytest.fixture
+def tmp_settings(tmp_path, monkeypatch):
+    """Settings with the database in a temporary SQLite file and no broker (in-process mode).
+
+    ``home`` stays the normal one, so the converted embedded model is reused.
+    """
+    from vase.config import get_settings
+
+    monkeypatch.setenv("VASE_DATABASE_URL", f"sqlite:///{tmp_path / 'vase.sqlite'}")
+    monkeypatch.delenv("VASE_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def postgres_url():
+    """SQLAlchemy URL of a fresh, empty database on the local PostgreSQL; dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"vase_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is not reachable at 127.0.0.1:5432 ({error}); "
+            f"scripts/test.sh starts it, or run: pg_ctlcluster --skip-systemctl-redirect "
+            f"$(ls /etc/postgresql) main start"
+        )
+    try:
+        with admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield f"{POSTGRES_URL_BASE}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def redis_url():
+    """URL of a Redis database (a number from 1 to 15) on the local server, flushed before and after."""
+    import redis
+
+    db = random.randint(1, 15)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as error:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({error}); scripts/test.sh starts it, "
+            f'or run: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
+        )
+    client.flushdb()
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    finally:
+        client.flushdb()
+        client.close()

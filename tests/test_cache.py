@@ -1,0 +1,166 @@
+"""The eviction cache on real forward passes: the embedded SmolLM2 (Llama) and a tiny Qwen3."""
+
+import pytest
+import torch
+
+from vase import attention
+from vase.cache import CacheConfig, EvictionCache
+from vase.generation import attention_implementation, generate
+from vase.policies import policy_names
+from vase.policies.scores import value_magnitude
+
+PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning there was a small village by the sea."
+
+
+def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sink=None, prompt=PROMPT):
+    """Prefill then feed greedy tokens one by one; yields (cache, logical length) after every step."""
+    config = CacheConfig.build(method, params, budget=budget, residual=residual)
+    cache = EvictionCache.for_model(model, config, batch_size=1, trace_sink=sink, max_new_tokens=steps + 1)
+    cache.attention_backend = "sdpa"
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
+        out = model(input_ids=ids, past_key_values=cache, cache=cache, use_cache=True)
+        length = ids.shape[1]
+        yield cache, length
+        for _ in range(steps):
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            out = model(input_ids=token, position_ids=torch.tensor([[length]]), past_key_values=cache, cache=cache)
+            length += 1
+            yield cache, length
+
+
+@pytest.mark.parametrize("method", [m for m in policy_names() if m != "full"])
+def test_budget_above_length_gives_full_cache_logits_smollm2(smollm2, method):
+    model, tokenizer = smollm2
+    params = {"n_large": 16} if method in ("vase", "attn-random") else None
+    full = generate(model, tokenizer, [PROMPT], method="full", max_new_tokens=12, return_logprobs=True)[0]
+    got = generate(model, tokenizer, [PROMPT], method=method, params=params, budget=128, residual=16,
+                   max_new_tokens=12, return_logprobs=True)[0]
+    assert got.evictions == 0
+    assert got.tokens == full.tokens
+    for a, b in zip(full.logprobs, got.logprobs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_full_cache_matches_transformers_dynamic_cache(smollm2):
+    model, tokenizer = smollm2
+    ours = generate(model, tokenizer, [PROMPT], method="full", max_new_tokens=16, return_logprobs=True)[0]
+    ref = generate(model, tokenizer, [PROMPT], method="full", max_new_tokens=16, return_logprobs=True,
+                   use_hf_dynamic_cache=True)[0]
+    assert ours.tokens == ref.tokens
+    for a, b in zip(ours.logprobs, ref.logprobs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3", "smollm2"])
+@pytest.mark.parametrize("method", ["vase", "vase-dkv", "snapkv", "streamingllm", "h2o"])
+def test_eviction_schedule_sinks_window_and_positions(request, fixture, method):
+    model, tokenizer = request.getfixturevalue(fixture)
+    budget, residual = 32, 8
+    params = {"n_large": 8} if method == "vase" else None
+    expected = None
+    for cache, logical in drive(model, tokenizer, method, budget=budget, residual=residual, steps=40, params=params):
+        lengths = [layer.lengths[0] for layer in cache.layers]
+        if expected is None:
+            expected = logical  # prompt: stored whole, no eviction during prefill
+        else:
+            expected += 1
+            if expected > budget and expected % residual == 0:
+                expected = budget
+        assert lengths == [expected] * len(cache.layers)
+        for layer in cache.layers:
+            held = layer.positions[0, :, : layer.lengths[0]]
+            assert (held.diff(dim=-1) > 0).all()  # distinct, in position order
+            recent = torch.arange(max(0, logical - residual), logical)
+            assert torch.isin(recent, held).all()  # the recency window is always kept
+            if method in ("vase", "vase-dkv", "streamingllm"):
+                assert torch.isin(torch.arange(4), held).all()  # sinks
+    assert cache.evictions[0] > 0
+
+
+def test_stored_keys_match_their_original_positions(tiny_qwen3):
+    """Layer 0's keys depend only on (token, position): each kept slot equals the full forward's key."""
+    from transformers import DynamicCache
+
+    model, tokenizer = tiny_qwen3
+    fed: list[int] = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    config = CacheConfig.build("snapkv", None, budget=24, residual=8)
+    cache = EvictionCache.for_model(model, config, batch_size=1)
+    cache.attention_backend = "sdpa"
+    with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
+        out = model(input_ids=torch.tensor([fed]), past_key_values=cache, cache=cache)
+        for _ in range(30):
+            token = int(out.logits[0, -1].argmax())
+            out = model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[len(fed)]]),
+                        past_key_values=cache, cache=cache)
+            fed.append(token)
+    assert cache.evictions[0] > 0
+    reference = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([fed]), past_key_values=reference, use_cache=True)
+    full_keys = reference.layers[0].keys[0]  # [H, T, D]
+    layer = cache.layers[0]
+    n = layer.lengths[0]
+    for head in range(full_keys.shape[0]):
+        positions = layer.positions[0, head, :n]
+        torch.testing.assert_close(layer.keys[0, head, :n], full_keys[head, positions], atol=1e-5, rtol=1e-5)
+        assert torch.equal(layer.held_positions(0, head), positions)
+
+
+def test_vase_keeps_the_top_value_range_tokens(smollm2):
+    model, tokenizer = smollm2
+    events = []
+    n_large = 8
+    for _ in drive(model, tokenizer, "vase", budget=32, residual=8, steps=24, params={"n_large": n_large},
+                   sink=events.append):
+        pass
+    assert events
+    for event in events:
+        positions = torch.cat([event.kept_positions, event.evicted_positions], dim=1)
+        magnitude = torch.cat([event.kept_magnitude, event.evicted_magnitude], dim=1)
+        magnitude = magnitude.masked_fill(positions < 4, float("inf"))
+        top = positions.gather(1, magnitude.topk(n_large, dim=1).indices)
+        for head in range(top.shape[0]):
+            assert torch.isin(top[head], event.kept_positions[head]).all()
+        assert event.evicted_positions.shape[1] == event.residual  # residual evicted per head
+
+
+def test_trace_events_partition_the_candidates(tiny_qwen3):
+    model, tokenizer = tiny_qwen3
+    events = []
+    for cache, logical in drive(model, tokenizer, "vase-dkv", budget=24, residual=8, steps=30, sink=events.append):
+        pass
+    layers = len(cache.layers)
+    assert len(events) == cache.evictions[0] * layers
+    for e in events:
+        union = torch.cat([e.kept_positions, e.evicted_positions], dim=1).sort(dim=1).values
+        assert (union.diff(dim=1) > 0).all()
+        assert e.kept_positions.shape[1] == 24 - 8
+        assert e.logical_length % 8 == 0 and e.logical_length > 24
+
+
+def test_kv_storage_does_not_grow_after_the_budget(tiny_qwen3):
+    model, tokenizer = tiny_qwen3
+    sizes, pointers = [], set()
+    for cache, _ in drive(model, tokenizer, "vase", budget=24, residual=8, steps=60, params={"n_large": 4}):
+        sizes.append(cache.nbytes())
+        pointers.add(cache.layers[0].keys.data_ptr())
+    assert len(set(sizes)) == 1  # allocated once at prefill, never reallocated
+    assert len(pointers) == 1
+    prompt_len = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+    layer = cache.layers[0]
+    assert layer.capacity == max(prompt_len, 24) + 8
+
+
+def test_quest_selects_at_most_the_budget_in_pages():
+    from vase.policies import build_policy
+
+    quest = build_policy("quest")
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(2, 2, 100, 8, generator=g)
+    query = torch.randn(2, 4, 1, 8, generator=g)
+    mask = quest.select(query, keys, [100, 70], budget=32)
+    assert mask.shape == (2, 4, 1, 100)
+    assert (mask.sum(-1) <= 32).all()
+    assert mask[0, :, 0, 96:100].all() and mask[1, :, 0, 64:70].all()  # the newest page is always attended
+    assert not mask[1, :, 0, 70:].any()  # nothing past a row's length
