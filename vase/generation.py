@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -62,6 +62,8 @@ class GenerationResult:
     evictions: int
     decode_seconds: float
     kv_cache_bytes_peak: int
+    # Seconds the batch's cache spent choosing and compacting evictions (shared by its rows).
+    eviction_seconds: float = 0.0
     # Per generated token (only when asked for): log-softmax of the logits that produced it.
     logprobs: list[torch.Tensor] | None = None
 
@@ -126,17 +128,6 @@ def attention_implementation(model, name: str) -> Iterator[None]:
         model.set_attn_implementation(previous)
 
 
-@dataclass
-class _Batch:
-    """Rows still decoding and their bookkeeping."""
-
-    rows: list[int]
-    next_positions: list[int]
-    generators: list[torch.Generator]
-    tokens: dict[int, list[int]] = field(default_factory=dict)
-    logprobs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-
-
 def _encode(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
     encoded = []
     for prompt in prompts:
@@ -147,6 +138,127 @@ def _encode(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list
         if not encoded[-1]:
             raise InvalidParameter("prompt", "must not be empty")
     return encoded
+
+
+class Decoder:
+    """One batch decoding under one cache: a right-padded prefill, then one token per row per step.
+
+    `rows` lists the original row ids still in the batch; `drop` lets finished rows leave (the
+    cache shrinks with them). Callers choose tokens; the decoder only runs the model.
+    """
+
+    def __init__(
+        self,
+        model,
+        encoded: list[list[int]],
+        config: CacheConfig,
+        *,
+        pad_token_id: int,
+        eviction_seeds: Sequence[int],
+        max_new_tokens: int | None,
+        trace_sink: EventSink | None = None,
+        attention_backend: str = "auto",
+        profile: bool = False,
+        use_hf_dynamic_cache: bool = False,
+    ):
+        self.model = model
+        self.device = model.device
+        self.encoded = encoded
+        self.prompt_lengths = [len(ids) for ids in encoded]
+        self.rows = list(range(len(encoded)))
+        self.next_positions = list(self.prompt_lengths)
+        self.pad_token_id = pad_token_id
+        self.hf = use_hf_dynamic_cache
+        if use_hf_dynamic_cache:
+            if config.policy.kind != "none":
+                raise InvalidParameter("use_hf_dynamic_cache", "only applies to method 'full'")
+            if len(set(self.prompt_lengths)) != 1:
+                raise InvalidParameter("prompts", "the DynamicCache reference path needs prompts of equal length")
+            self.cache: Any = DynamicCache(config=model.config)
+            self.implementation = "sdpa"
+            self.forward_kwargs: dict[str, Any] = {}
+        else:
+            self.cache = EvictionCache.for_model(
+                model, config, batch_size=len(encoded), eviction_seeds=eviction_seeds,
+                max_new_tokens=max_new_tokens, trace_sink=trace_sink,
+            )
+            self.cache.attention_backend = attention.resolve_backend(attention_backend, self.device)
+            self.cache.set_prompt_lengths(self.prompt_lengths)
+            self.cache.profile = profile
+            self.implementation = attention.ATTENTION_NAME
+            self.forward_kwargs = {"cache": self.cache}
+
+    def prefill(self) -> torch.Tensor:
+        """Logits [B, V] at the end of each row's prompt."""
+        width = max(self.prompt_lengths)
+        # Right padding: each row's real tokens come first, so causal attention never sees the padding.
+        ids = [row + [self.pad_token_id] * (width - len(row)) for row in self.encoded]
+        last = sorted(set(n - 1 for n in self.prompt_lengths))
+        batch = len(ids)
+        out = self.model(
+            input_ids=torch.tensor(ids, device=self.device),
+            position_ids=torch.arange(width, device=self.device).unsqueeze(0).expand(batch, -1),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(last, device=self.device),
+            **self.forward_kwargs,
+        )
+        index = torch.tensor([last.index(n - 1) for n in self.prompt_lengths], device=self.device)
+        return out.logits[torch.arange(batch, device=self.device), index].float()
+
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """Feed one token per remaining row; logits [rows, V] for the next."""
+        out = self.model(
+            input_ids=torch.tensor(list(tokens), device=self.device).unsqueeze(1),
+            position_ids=torch.tensor(self.next_positions, device=self.device).unsqueeze(1),
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.forward_kwargs,
+        )
+        self.next_positions = [p + 1 for p in self.next_positions]
+        return out.logits[:, -1].float()
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep only the rows at these batch indices."""
+        self.cache.batch_select_indices(torch.tensor(keep, device=self.device))
+        self.rows = [self.rows[i] for i in keep]
+        self.next_positions = [self.next_positions[i] for i in keep]
+
+    def evictions(self, index: int) -> int:
+        return 0 if self.hf else self.cache.evictions[index]
+
+    @property
+    def eviction_seconds(self) -> float:
+        return 0.0 if self.hf else self.cache.eviction_seconds
+
+    def kv_bytes_per_row(self) -> int:
+        """A row's share of the KV storage (every row holds the same number of slots)."""
+        if self.hf:
+            total = sum(layer.keys.nbytes + layer.values.nbytes for layer in self.cache.layers if layer.is_initialized)
+        else:
+            total = self.cache.nbytes()
+        return total // len(self.rows)
+
+
+def prepare(
+    model, tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds
+) -> tuple[CacheConfig, list[list[int]], list[int], list[int]]:
+    """Validate a generation request; every rule names the parameter it checks."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InvalidParameter("max_new_tokens", "must be an integer >= 1", max_new_tokens)
+    config = CacheConfig.build(method, params, budget=budget, residual=residual)
+    encoded = _encode(tokenizer, prompts)
+    seeds = list(seeds) if seeds is not None else list(range(len(encoded)))
+    if len(seeds) != len(encoded):
+        raise InvalidParameter("seeds", f"needs one seed per prompt ({len(encoded)})", len(seeds))
+    eviction_seeds = list(eviction_seeds) if eviction_seeds is not None else [eviction_seed(s) for s in seeds]
+    if len(eviction_seeds) != len(encoded):
+        raise InvalidParameter("eviction_seeds", f"needs one seed per prompt ({len(encoded)})", len(eviction_seeds))
+    return config, encoded, seeds, eviction_seeds
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 @torch.inference_mode()
@@ -170,167 +282,95 @@ def generate(
     stop_at_eos: bool = True,
     use_hf_dynamic_cache: bool = False,
     on_step: Callable[[int, Any], None] | None = None,
+    profile: bool = False,
 ) -> list[GenerationResult]:
     """Generate for each prompt (a batch) under one cache method; one result per prompt, in order.
 
     `seeds` seed each row's sampling; `eviction_seeds` (default: derived from `seeds`) seed the
     stochastic policies, so the same seeds reproduce evictions and tokens. `forced_tokens` replays
-    given continuations teacher-forced (the fidelity measurement), `return_logprobs` keeps each
-    step's log-probabilities. `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache with
-    SDPA, as a reference point for benchmarks.
+    given continuations teacher-forced, `return_logprobs` keeps each step's log-probabilities.
+    `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache with SDPA, as a reference point
+    for benchmarks. `profile` synchronises the GPU around evictions so `eviction_seconds` is exact.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise InvalidParameter("max_new_tokens", "must be an integer >= 1", max_new_tokens)
-    config = CacheConfig.build(method, params, budget=budget, residual=residual)
-    sampling = (sampling or SamplingConfig()).resolved(model)
-    encoded = _encode(tokenizer, prompts)
-    batch_size = len(encoded)
-    seeds = list(seeds) if seeds is not None else list(range(batch_size))
-    if len(seeds) != batch_size:
-        raise InvalidParameter("seeds", f"needs one seed per prompt ({batch_size})", len(seeds))
-    if eviction_seeds is None:
-        eviction_seeds = [eviction_seed(s) for s in seeds]
-    if forced_tokens is not None and len(forced_tokens) != batch_size:
-        raise InvalidParameter("forced_tokens", f"needs one continuation per prompt ({batch_size})")
-    if use_hf_dynamic_cache and config.policy.kind != "none":
-        raise InvalidParameter("use_hf_dynamic_cache", "only applies to method 'full'")
-
-    device = model.device
-    eos = _eos_ids(model, tokenizer) if stop_at_eos else set()
-    lengths = [len(ids) for ids in encoded]
-    width = max(lengths)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # Right padding: each row's real tokens come first, so causal attention never sees the padding.
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in encoded], device=device)
-
-    if use_hf_dynamic_cache:
-        cache: Any = DynamicCache(config=model.config)
-        implementation = "sdpa"
-        if len(set(lengths)) != 1:
-            raise InvalidParameter("prompts", "the DynamicCache reference path needs prompts of equal length")
-    else:
-        cache = EvictionCache.for_model(
-            model, config, batch_size=batch_size, eviction_seeds=eviction_seeds,
-            max_new_tokens=max_new_tokens, trace_sink=trace_sink,
-        )
-        cache.attention_backend = attention.resolve_backend(attention_backend, device)
-        cache.set_prompt_lengths(lengths)
-        implementation = attention.ATTENTION_NAME
-
-    state = _Batch(
-        rows=list(range(batch_size)),
-        next_positions=list(lengths),
-        generators=[torch.Generator(device=device).manual_seed(int(s)) for s in seeds],
-        tokens={r: [] for r in range(batch_size)},
-        logprobs={r: [] for r in range(batch_size)},
+    config, encoded, seeds, eviction_seeds = prepare(
+        model, tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
+        max_new_tokens=max_new_tokens, seeds=seeds, eviction_seeds=eviction_seeds,
     )
+    sampling = (sampling or SamplingConfig()).resolved(model)
+    if forced_tokens is not None and len(forced_tokens) != len(encoded):
+        raise InvalidParameter("forced_tokens", f"needs one continuation per prompt ({len(encoded)})")
+    decoder = Decoder(
+        model, encoded, config, pad_token_id=pad_id(tokenizer), eviction_seeds=eviction_seeds,
+        max_new_tokens=max_new_tokens, trace_sink=trace_sink, attention_backend=attention_backend,
+        profile=profile, use_hf_dynamic_cache=use_hf_dynamic_cache,
+    )
+    eos = _eos_ids(model, tokenizer) if stop_at_eos else set()
+    generators = [torch.Generator(device=model.device).manual_seed(int(s)) for s in seeds]
+    tokens: dict[int, list[int]] = {r: [] for r in decoder.rows}
+    logprobs: dict[int, list[torch.Tensor]] = {r: [] for r in decoder.rows}
     finish: dict[int, str] = {}
     finished_at: dict[int, float] = {}
     evictions: dict[int, int] = {}
-    peak_bytes = 0
 
-    def kv_bytes_per_row() -> int:
-        # Every row holds the same number of slots, so a row's share is the total over the rows.
-        if use_hf_dynamic_cache:
-            total = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.is_initialized)
-        else:
-            total = cache.nbytes()
-        return total // len(state.rows)
-
-    forward_kwargs = {} if use_hf_dynamic_cache else {"cache": cache}
-    with attention_implementation(model, implementation):
-        # Prefill: logits only where each row's prompt ends.
-        last = sorted(set(n - 1 for n in lengths))
-        out = model(
-            input_ids=input_ids,
-            position_ids=torch.arange(width, device=device).unsqueeze(0).expand(batch_size, -1),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=torch.tensor(last, device=device),
-            **forward_kwargs,
-        )
-        index = torch.tensor([last.index(n - 1) for n in lengths], device=device)
-        logits = out.logits[torch.arange(batch_size, device=device), index].float()
-        peak_bytes = kv_bytes_per_row()
+    with attention_implementation(model, decoder.implementation):
+        logits = decoder.prefill()
+        peak_bytes = decoder.kv_bytes_per_row()
         decode_start = time.perf_counter()
         step = 0
         while True:
-            next_tokens = _choose(logits, state, sampling, forced_tokens, step, return_logprobs)
-            done_rows = []
-            for i, row in enumerate(state.rows):
-                token = next_tokens[i]
-                state.tokens[row].append(token)
+            if return_logprobs:
+                rows_logprobs = logits.log_softmax(dim=-1).cpu()
+                for i, row in enumerate(decoder.rows):
+                    logprobs[row].append(rows_logprobs[i])
+            if forced_tokens is not None:
+                chosen = [int(forced_tokens[row][step]) for row in decoder.rows]
+            else:
+                chosen = choose_tokens(logits, sampling, [generators[row] for row in decoder.rows])
+            keep = []
+            for i, (row, token) in enumerate(zip(decoder.rows, chosen)):
+                tokens[row].append(token)
                 if token in eos:
                     finish[row] = "eos"
-                elif len(state.tokens[row]) >= max_new_tokens or (
-                    forced_tokens is not None and len(state.tokens[row]) >= len(forced_tokens[row])
+                elif len(tokens[row]) >= max_new_tokens or (
+                    forced_tokens is not None and len(tokens[row]) >= len(forced_tokens[row])
                 ):
                     finish[row] = "length"
                 if row in finish:
-                    done_rows.append(i)
                     finished_at[row] = time.perf_counter()
-                    evictions[row] = 0 if use_hf_dynamic_cache else cache.evictions[i]
+                    evictions[row] = decoder.evictions(i)
+                else:
+                    keep.append(i)
             step += 1
             if on_step is not None:
-                on_step(step, cache)
-            if done_rows:
-                keep = [i for i in range(len(state.rows)) if i not in done_rows]
-                if not keep:
-                    break
-                keep_index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(keep_index)
-                state.rows = [state.rows[i] for i in keep]
-                state.next_positions = [state.next_positions[i] for i in keep]
-                state.generators = [state.generators[i] for i in keep]
-                next_tokens = [next_tokens[i] for i in keep]
-            out = model(
-                input_ids=torch.tensor(next_tokens, device=device).unsqueeze(1),
-                position_ids=torch.tensor(state.next_positions, device=device).unsqueeze(1),
-                past_key_values=cache,
-                use_cache=True,
-                **forward_kwargs,
-            )
-            state.next_positions = [p + 1 for p in state.next_positions]
-            logits = out.logits[:, -1].float()
-            peak_bytes = max(peak_bytes, kv_bytes_per_row())
+                on_step(step, decoder.cache)
+            if not keep:
+                break
+            if len(keep) < len(decoder.rows):
+                decoder.drop(keep)
+                chosen = [chosen[i] for i in keep]
+            logits = decoder.step(chosen)
+            peak_bytes = max(peak_bytes, decoder.kv_bytes_per_row())
 
-    results = []
-    for row in range(batch_size):
-        tokens = state.tokens[row]
-        results.append(
-            GenerationResult(
-                row=row,
-                prompt_tokens=lengths[row],
-                tokens=tokens,
-                text=tokenizer.decode(tokens, skip_special_tokens=True),
-                finish_reason=finish[row],
-                evictions=evictions[row],
-                decode_seconds=finished_at[row] - decode_start,
-                kv_cache_bytes_peak=peak_bytes,
-                logprobs=state.logprobs[row] if return_logprobs else None,
-            )
+    return [
+        GenerationResult(
+            row=row,
+            prompt_tokens=decoder.prompt_lengths[row],
+            tokens=tokens[row],
+            text=tokenizer.decode(tokens[row], skip_special_tokens=True),
+            finish_reason=finish[row],
+            evictions=evictions[row],
+            decode_seconds=finished_at[row] - decode_start,
+            kv_cache_bytes_peak=peak_bytes,
+            eviction_seconds=decoder.eviction_seconds,
+            logprobs=logprobs[row] if return_logprobs else None,
         )
-    return results
+        for row in range(len(encoded))
+    ]
 
 
-def _choose(
-    logits: torch.Tensor,
-    state: _Batch,
-    sampling: SamplingConfig,
-    forced_tokens: Sequence[Sequence[int]] | None,
-    step: int,
-    keep_logprobs: bool,
-) -> list[int]:
-    if keep_logprobs:
-        logprobs = logits.log_softmax(dim=-1).cpu()
-        for i, row in enumerate(state.rows):
-            state.logprobs[row].append(logprobs[i])
-    if forced_tokens is not None:
-        return [int(forced_tokens[row][step]) for row in state.rows]
+def choose_tokens(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator]) -> list[int]:
+    """Greedy argmax, or one draw per row from that row's own generator."""
     if not sampling.do_sample:
         return logits.argmax(dim=-1).tolist()
     probs = _filter_logits(logits, sampling).softmax(dim=-1)
-    return [
-        int(torch.multinomial(probs[i], 1, generator=generator).item())
-        for i, generator in enumerate(state.generators)
-    ]
+    return [int(torch.multinomial(probs[i], 1, generator=g).item()) for i, g in enumerate(generators)]

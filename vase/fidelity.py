@@ -1,0 +1,109 @@
+"""Fidelity to the full cache: how far a method's next-token distributions drift from full attention.
+
+The full-cache output is replayed teacher-forced through two caches in lockstep, the full one and
+the method's, so both see exactly the same tokens; at every step after the method's cache first
+exceeds its budget we measure KL(full || method) and whether the top-1 tokens agree. At CPU scale,
+where small models score near zero on reasoning tasks, this is the sensitive quality signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .cache import CacheConfig
+from .generation import Decoder, attention_implementation, pad_id, prepare
+
+
+@dataclass
+class FidelityResult:
+    compared_tokens: int  # steps after the budget was first exceeded
+    kl_mean: float | None  # mean KL(full || method) in nats over those steps
+    top1_agreement: float | None  # share of those steps where both argmax tokens agree
+    kl_per_token: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"compared_tokens": self.compared_tokens, "kl_mean": self.kl_mean, "top1_agreement": self.top1_agreement}
+
+
+def first_divergence(reference: Sequence[int], candidate: Sequence[int]) -> int | None:
+    """Index of the first token where two outputs differ; None when one is a prefix of the other."""
+    for index, (a, b) in enumerate(zip(reference, candidate)):
+        if a != b:
+            return index
+    return None if len(reference) == len(candidate) else min(len(reference), len(candidate))
+
+
+def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(reference) || softmax(logits)) per row, in nats."""
+    log_p = reference_logits.float().log_softmax(dim=-1)
+    log_q = logits.float().log_softmax(dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
+
+
+@torch.inference_mode()
+def teacher_forced_fidelity(
+    model,
+    tokenizer,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    reference_tokens: Sequence[Sequence[int]],
+    *,
+    method: str,
+    params: dict[str, Any] | None = None,
+    budget: int | None = None,
+    residual: int = 64,
+    seeds: Sequence[int] | None = None,
+    eviction_seeds: Sequence[int] | None = None,
+    attention_backend: str = "auto",
+) -> list[FidelityResult]:
+    """Replay each row's full-cache output under `method` and under the full cache, step by step."""
+    if len(reference_tokens) != len(prompts):
+        raise ValueError("reference_tokens: needs one continuation per prompt")
+    longest = max((len(t) for t in reference_tokens), default=0)
+    config, encoded, seeds, eviction_seeds = prepare(
+        model, tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
+        max_new_tokens=max(longest, 1), seeds=seeds, eviction_seeds=eviction_seeds,
+    )
+    full_config = CacheConfig.build("full", None, residual=residual)
+    common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend)
+    under_test = Decoder(model, encoded, config, eviction_seeds=eviction_seeds, **common)
+    full = Decoder(model, encoded, full_config, eviction_seeds=eviction_seeds, **common)
+    kl: dict[int, list[float]] = {row: [] for row in range(len(encoded))}
+    agree: dict[int, list[bool]] = {row: [] for row in range(len(encoded))}
+    limit = config.budget if config.budget is not None else -1
+
+    with attention_implementation(model, under_test.implementation):
+        logits, full_logits = under_test.prefill(), full.prefill()
+        step = 0
+        while True:
+            divergence = kl_divergence(full_logits, logits).tolist()
+            same_top1 = (full_logits.argmax(-1) == logits.argmax(-1)).tolist()
+            for i, row in enumerate(under_test.rows):
+                if under_test.prompt_lengths[row] + step > limit:
+                    kl[row].append(divergence[i])
+                    agree[row].append(bool(same_top1[i]))
+            step += 1
+            keep = [i for i, row in enumerate(under_test.rows) if step < len(reference_tokens[row])]
+            if not keep:
+                break
+            if len(keep) < len(under_test.rows):
+                under_test.drop(keep)
+                full.drop(keep)
+            forced = [int(reference_tokens[row][step - 1]) for row in under_test.rows]
+            logits, full_logits = under_test.step(forced), full.step(forced)
+
+    results = []
+    for row in range(len(encoded)):
+        n = len(kl[row])
+        results.append(
+            FidelityResult(
+                compared_tokens=n,
+                kl_mean=sum(kl[row]) / n if n else None,
+                top1_agreement=sum(agree[row]) / n if n else None,
+                kl_per_token=kl[row],
+            )
+        )
+    return results
