@@ -10,7 +10,18 @@ is such a sink. It keeps, per batch row:
 Semantics (the cache's, restated): after an event, a (layer, head) holds its kept candidates plus
 the recency window ``[logical_length - residual, logical_length)``; between events every new token
 is added. So after decode step ``t`` a (layer, head) holds every position ``< prompt_length + t``
-except those evicted by events with ``step <= t``.
+except those evicted by events with ``step <= t``. Decode step ``t`` feeds generated token ``t``
+(position ``prompt_length + t - 1``); step 0 is the prefill. The last generated token is never fed,
+so a sample of ``new_tokens`` tokens has steps ``0 .. new_tokens - 1``: call
+``recorder.finish(row, new_tokens)`` (or ``record_for(row, new_tokens=...)``) when a row is done.
+
+Typical use (one recorder per ``generate()`` call)::
+
+    rec = TraceRecorder("full", num_layers, num_kv_heads)
+    results = generate(..., trace_sink=rec)
+    for r in results:
+        store.add_sample(run_id, ..., trace=rec.record_for(r.row, new_tokens=r.new_tokens,
+                                                           prompt_length=r.prompt_tokens, residual=residual))
 
 The ``full`` encoding (``TRACE_ENCODING``, "ranks-v1")
 ------------------------------------------------------
@@ -188,6 +199,10 @@ class _MagStats:
         if mag is None or mag.size == 0:
             return
         m = mag.reshape(-1)
+        if not np.isfinite(m).all():  # NaN/inf magnitudes carry no statistics
+            m = m[np.isfinite(m)]
+            if m.size == 0:
+                return
         self.hist += np.bincount(np.searchsorted(_MAG_EDGES, m), minlength=_MAG_NBINS)
         self.n += int(m.size)
         self.total += float(m.sum(dtype=np.float64))
@@ -262,7 +277,8 @@ class RowTrace:
         self.num_kv_heads = num_kv_heads
         self.prompt_length = int(prompt_length)
         self.residual = int(residual)
-        #: Decode steps of the finished sample (set by :meth:`TraceRecorder.finish`); None: unknown.
+        #: Decode steps that wrote KV (fed tokens: generated tokens - 1), set by
+        #: :meth:`TraceRecorder.finish`; None: unknown (readers then use the last event's step).
         self.n_steps: int | None = None
         self.layers = [_LayerTrace(num_kv_heads) for _ in range(num_layers)]
 
@@ -412,9 +428,12 @@ class TraceRecorder:
     def row(self, row: int) -> RowTrace | None:
         return self.rows.get(row)
 
-    def finish(self, row: int, new_tokens: int, *, prompt_length: int | None = None, residual: int | None = None) -> RowTrace | None:
-        """Record the number of decode steps of a finished row. Creates an empty trace for a row
-        that never evicted when ``prompt_length`` is given. Returns the row's trace (or None)."""
+    def finish(self, row: int, new_tokens: int, *, prompt_length: int | None = None,
+               residual: int | None = None) -> RowTrace | None:
+        """Record that a row finished after generating ``new_tokens`` tokens. Its last decode step
+        is ``new_tokens - 1``: the last generated token is never fed back, so its KV is never
+        written. Creates an empty trace for a row that never evicted when ``prompt_length`` is
+        given. Returns the row's trace (or None)."""
         rt = self.rows.get(row)
         if rt is None:
             if self.level == "off" or prompt_length is None:
@@ -422,7 +441,8 @@ class TraceRecorder:
             rt = self.rows[row] = RowTrace(
                 self.level, self.num_layers, self.num_kv_heads, prompt_length, residual or 0
             )
-        rt.n_steps = int(new_tokens)
+        last_event = max((lt.lengths[-1] for lt in rt.layers if lt.lengths), default=rt.prompt_length)
+        rt.n_steps = max(int(new_tokens) - 1, last_event - rt.prompt_length, 0)
         return rt
 
     def record_for(self, row: int, *, new_tokens: int | None = None, prompt_length: int | None = None,

@@ -1,0 +1,1 @@
+"""Alembic migrations of the vase results store (see ``vase/store/alembic.ini``)."""
