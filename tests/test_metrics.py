@@ -205,9 +205,9 @@ def test_loop_detector_argument_checks():
 # -- sparsity --------------------------------------------------------------------------------------
 
 def test_sparsity():
-    assert sparsity(4096, 16384) == pytest.approx(0.75)
-    assert sparsity(100, 100) == 0.0
-    assert sparsity(0, 0) == 0.0
+    assert sparsity(4096, 16384) == pytest.approx(0.25)
+    assert sparsity(100, 100) == 1.0
+    assert sparsity(0, 0) == 1.0
     with pytest.raises(ValueError):
         sparsity(10, 5)
     with pytest.raises(ValueError):

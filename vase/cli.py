@@ -51,7 +51,10 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     for d in described:
         params = ", ".join(f"{k}={v}" for k, v in d["params"].items()) or "-"
         table.add_row(d["name"], d["kind"], params, d["description"])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: do not squeeze the table into 80 columns
+    console.print(table)
 
 
 @app.command()
@@ -122,10 +125,132 @@ def generate(
     )
 
 
-def _progress(total: int, desc: str):
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the tasks (hub sets load on connected hosts; offline ones are generated here)."""
+    from .tasks import list_tasks
+
+    rows = list_tasks()
+    if as_json:
+        emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"]} for t in rows])
+        return
+    for t in rows:
+        typer.echo(f"{t['name']:28s} {'offline' if t['offline'] else 'hub':8s} {t['size'] if t['size'] is not None else '?':>6}")
+
+
+@app.command()
+def bench(
+    task: str = typer.Option("arith-chain", "--task", help="Task name (see `vase tasks`) or jsonl:PATH?question=..."),
+    methods: str = typer.Option("full,vase,vase-dkv,snapkv", "--methods",
+                                help="Comma-separated methods; parameters after a colon, e.g. "
+                                     "'full,vase:n_large=16,smoothing=false,snapkv'."),
+    budgets: str = typer.Option("128", "--budgets", help="Comma-separated KV budgets."),
+    residual: int = typer.Option(32, "--residual"),
+    samples: int = typer.Option(1, "--samples", help="Samples per problem (pass@1 averages over them)."),
+    limit: int | None = typer.Option(4, "--limit", help="Problems to run (default 4; 0 = all)."),
+    seed: int = typer.Option(0, "--seed"),
+    task_seed: int = typer.Option(0, "--task-seed", help="Seed of the offline problem generators."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    model_id: str | None = typer.Option(None, "--model", help="HF hub id or local path; default: embedded SmolLM2."),
+    sample: bool | None = typer.Option(None, "--sample/--greedy", help="Default: the model's generation config."),
+    temperature: float | None = typer.Option(None, "--temperature"),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    top_k: int | None = typer.Option(None, "--top-k"),
+    fidelity: bool = typer.Option(False, "--fidelity", help="Measure KL and top-1 agreement against the full cache."),
+    trace: str = typer.Option("off", "--trace", help="off | summary | full"),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: the embedded SQLite file)."),
+    out: str | None = typer.Option(None, "--out", help="Also export the table to PATH (.csv or .json)."),
+    attention_backend: str = typer.Option("auto", "--attention"),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON rows."),
+) -> None:
+    """Run a method x budget grid on a task, store every sample, print the comparison table."""
+    from .bench import BenchSpec, parse_methods
+    from .policies import InvalidParameter
+
+    try:
+        method_specs = parse_methods(methods)
+        try:
+            budget_list = [int(b) for b in budgets.split(",") if b.strip()]
+        except ValueError:
+            raise InvalidParameter("budgets", "must be comma-separated integers", budgets) from None
+        if out and not out.endswith((".csv", ".json")):
+            raise InvalidParameter("out", "must end in .csv or .json", out)
+        spec = BenchSpec(
+            task=task, limit=None if limit == 0 else limit, task_seed=task_seed, methods=method_specs,
+            budgets=budget_list, residual=residual, samples=samples, seed=seed, model=model_id, do_sample=sample,
+            temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, fidelity=fidelity,
+            trace=trace, attention_backend=attention_backend,
+        ).validate()
+    except InvalidParameter as exc:
+        fail_usage(str(exc))
+
+    from .bench import Bench, result_rows
+    from .store import open_store
+
+    store = open_store(db)
+    runner = Bench(spec, store)
+    missing = runner.missing()
+    progress = _progress(missing, "samples", unit="sample")
+    try:
+        runner.execute(on_sample=lambda: progress.update(1))
+    finally:
+        progress.close()
+    rows = result_rows(runner.results())
+    if out:
+        _export(rows, out)
+    if as_json:
+        emit_json(rows)
+        return
+    _print_table(rows, spec)
+
+
+def _export(rows: list[dict], path: str) -> None:
+    import csv
+
+    if path.endswith(".json"):
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=2, default=str)
+        return
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()) if rows else [])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+
+
+def _print_table(rows: list[dict], spec) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    table = Table(title=f"{spec.task}: {rows[0]['n_problems'] if rows else 0} problems x {spec.samples} samples, "
+                        f"residual {spec.residual}, max {spec.max_new_tokens} new tokens")
+    for column in ("method", "budget", "acc % ± SE", "loop %", "trunc %", "KL", "top-1 %", "tok/s", "KV MiB",
+                   "evictions", "kept/len"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in rows:
+        table.add_row(
+            r["method"], "-" if r["budget"] is None else str(r["budget"]),
+            f"{pct(r['accuracy'])} ± {pct(r['accuracy_se'])}", pct(r["loop_rate"]), pct(r["truncated_rate"]),
+            num(r["kl_mean"], ".4f"), pct(r["top1_agreement"]), num(r["tokens_per_s"], ".1f"),
+            num(None if r["kv_bytes_peak"] is None else r["kv_bytes_peak"] / 2**20, ".2f"),
+            num(r["evictions"], ".1f"), num(r["sparsity"], ".3f"),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: do not squeeze the table into 80 columns
+    console.print(table)
+
+
+def _progress(total: int, desc: str, unit: str = "tok"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="tok", leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
 
 
 def main() -> None:  # pragma: no cover

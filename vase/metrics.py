@@ -215,14 +215,15 @@ def detect_repetition_loop(
 
 
 def sparsity(kept: int | float, logical_length: int | float) -> float:
-    """Fraction of the logical sequence evicted: ``1 - kept / logical_length`` (0 when nothing
-    was seen). ``kept`` may not exceed ``logical_length``."""
+    """Achieved sparsity as this project reports it: the share of the logical sequence the cache
+    still holds, ``kept / logical_length`` (1.0 when nothing was seen). ``kept`` may not exceed
+    ``logical_length``."""
     if kept < 0 or logical_length < 0:
         raise ValueError("kept and logical_length must be >= 0")
     if logical_length == 0:
         if kept:
             raise ValueError("kept > logical_length")
-        return 0.0
+        return 1.0
     if kept > logical_length:
         raise ValueError(f"kept ({kept}) > logical_length ({logical_length})")
-    return 1.0 - float(kept) / float(logical_length)
+    return float(kept) / float(logical_length)

@@ -1,0 +1,206 @@
+"""The benchmark engine end to end on the embedded SmolLM2: grid, store, fidelity, traces, resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vase.bench import Bench, BenchSpec, MethodSpec, kept_fraction, result_rows
+from vase.policies import InvalidParameter
+from vase.store import open_store
+from vase.traces import decode
+
+SMALL = dict(task="arith-chain", limit=2, budgets=[32], residual=8, max_new_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def bench_run(smollm2, tmp_path_factory):
+    """One real grid with fidelity and full traces, shared by the tests below."""
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('bench') / 'bench.sqlite'}", cached=False)
+    spec = BenchSpec(methods=[MethodSpec("full"), MethodSpec("vase", {"n_large": 8}), MethodSpec("streamingllm")],
+                     fidelity=True, trace="full", **SMALL)
+    model, tokenizer = smollm2
+    bench = Bench(spec, store, model=model, tokenizer=tokenizer)
+    assert bench.execute()
+    return bench
+
+
+def test_grid_is_stored_with_metrics(bench_run):
+    rows = {r["method"]: r for r in result_rows(bench_run.results())}
+    assert list(rows) == ["full", "vase:n_large=8", "streamingllm"]  # full cache first
+    for row in rows.values():
+        assert row["n_problems"] == 2 and row["n_samples"] == 2
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["tokens_per_s"] > 0 and row["kv_bytes_peak"] > 0
+    assert rows["full"]["kl_mean"] is None and rows["full"]["budget"] is None
+    for name in ("vase:n_large=8", "streamingllm"):
+        assert rows[name]["kl_mean"] >= 0 and 0 <= rows[name]["top1_agreement"] <= 1
+        assert rows[name]["kv_bytes_peak"] < rows["full"]["kv_bytes_peak"]
+        assert rows[name]["evictions"] > 0 and 0 < rows[name]["sparsity"] < 1
+
+
+def test_samples_carry_grading_and_fidelity(bench_run):
+    store = bench_run.store
+    vase_run = bench_run.runs[1]
+    samples = store.list_samples(run_id=vase_run.run_id)
+    assert len(samples) == 2
+    for sample in samples:
+        assert sample["grade_status"] in ("graded", "ungradable", "unclosed_thinking")
+        assert sample["new_tokens"] == len(sample["metrics"]["tokens"])
+        assert sample["kl_mean"] is not None and sample["metrics"]["compared_tokens"] > 0
+        assert sample["first_divergence"] is None or sample["first_divergence"] >= 0
+        assert sample["eviction_seed"] != sample["seed"]
+
+
+def test_full_traces_rebuild_the_cache_content(bench_run, smollm2):
+    model, _ = smollm2
+    store = bench_run.store
+    budget, residual = 32, 8
+    for sample in store.list_samples(run_id=bench_run.runs[1].run_id):
+        trace = store.get_trace(sample["id"])
+        assert trace["level"] == "full"
+        reader = decode(trace["data"])
+        prompt_tokens = sample["metrics"]["prompt_tokens"]
+        last_step = sample["new_tokens"] - 1
+        for layer in (0, model.config.num_hidden_layers - 1):
+            for head in range(model.config.num_key_value_heads):
+                held = reader.held_positions(layer, head, last_step)
+                logical = prompt_tokens + last_step  # the last generated token is never fed
+                # Evictions run at multiples of `residual` above max(budget, prompt) and leave
+                # `budget` tokens; the cache then grows by one per step.
+                first = (max(budget, prompt_tokens) // residual + 1) * residual
+                expected = logical if logical < first else budget + logical % residual
+                assert len(held) == expected
+                assert held.max() == logical - 1
+                assert set(range(4)) <= set(held.tolist())  # vase reserves the sinks
+                assert set(range(logical - residual, logical)) <= set(held.tolist())
+        # The first eviction drops everything above the budget; each later one drops `residual`.
+        first = (max(budget, prompt_tokens) // residual + 1) * residual
+        per_head = (first - budget) + (sample["evictions"] - 1) * residual
+        assert trace["n_evicted"] == per_head * model.config.num_hidden_layers * model.config.num_key_value_heads
+        assert trace["nbytes"] / trace["n_evicted"] <= 1.0  # <= 1 byte per evicted position
+
+
+def test_resume_adds_only_missing_samples(smollm2, tmp_path):
+    model, tokenizer = smollm2
+    store = open_store(f"sqlite:///{tmp_path / 'resume.sqlite'}", cached=False)
+    spec = BenchSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 16})
+    first = Bench(spec, store, model=model, tokenizer=tokenizer)
+    written = []
+    assert not first.execute(should_cancel=lambda: len(written) >= 3, on_sample=lambda: written.append(1))
+    before = {s["id"]: (s["problem_id"], s["sample_index"], s["run_id"]) for s in store.list_samples()}
+    assert len(before) == 3 and first.missing() == 1
+    again = Bench(spec, store, model=model, tokenizer=tokenizer)
+    assert [r.run_id for r in again.runs] == [r.run_id for r in first.runs]
+    added = []
+    assert again.execute(on_sample=lambda: added.append(1))
+    after = {s["id"]: (s["problem_id"], s["sample_index"], s["run_id"]) for s in store.list_samples()}
+    assert len(added) == 1 and len(after) == 4
+    assert all(after[i] == key for i, key in before.items())  # old samples untouched
+    # Different parameters never reuse stored results.
+    other = Bench(BenchSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 17}),
+                  store, model=model, tokenizer=tokenizer)
+    assert not {r.run_id for r in other.runs} & {r.run_id for r in first.runs}
+    assert other.missing() == other.total_samples == 4
+
+
+def test_kept_fraction_follows_the_eviction_schedule():
+    # Prompt 20, budget 32, residual 8: evictions at logical 40, 48, 56.
+    assert kept_fraction(20, 32, 8, 3) == pytest.approx((32 / 40 + 32 / 48 + 32 / 56) / 3)
+    # Prompt longer than the budget: the first eviction waits for the next multiple above the prompt.
+    assert kept_fraction(45, 32, 8, 1) == pytest.approx(32 / 48)
+    assert kept_fraction(20, None, 8, 0) is None
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"task": "nope"}, "task"),
+        ({"budgets": [30]}, "budget"),
+        ({"methods": [MethodSpec("vase", {"n_large": 40})]}, "n_large"),
+        ({"samples": 0}, "samples"),
+        ({"trace": "everything"}, "trace"),
+        ({"limit": 0}, "limit"),
+        ({"budgets": [32, 32]}, "budgets"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_bad_specs_name_the_field(change, field):
+    with pytest.raises(InvalidParameter) as err:
+        BenchSpec(**{**SMALL, "methods": [MethodSpec("vase")], **change}).validate()
+    assert err.value.param == field
+
+
+def test_method_list_parsing():
+    from vase.bench import parse_methods
+
+    assert parse_methods("full,vase:n_large=16,smoothing=false,snapkv") == [
+        MethodSpec("full"), MethodSpec("vase", {"n_large": 16, "smoothing": False}), MethodSpec("snapkv")]
+    assert parse_methods("vase:n_large=8;rkv:lam=0.3") == [MethodSpec("vase", {"n_large": 8}),
+                                                            MethodSpec("rkv", {"lam": 0.3})]
+    with pytest.raises(InvalidParameter):
+        parse_methods("n_large=3,vase")
+
+
+def test_method_spec_parsing():
+    assert MethodSpec.parse("vase:n_large=16,smoothing=false") == MethodSpec("vase", {"n_large": 16, "smoothing": False})
+    assert MethodSpec.parse(" snapkv ") == MethodSpec("snapkv", {})
+    with pytest.raises(InvalidParameter):
+        MethodSpec.parse("vase:n_large")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def vase_cli(*args, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "vase.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env=env)
+
+
+def test_cli_bench_json_and_export(smollm2, tmp_path):
+    db = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    out = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets", "32",
+                   "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db, "--json",
+                   "--out", str(tmp_path / "table.csv"))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["method"] for r in rows] == ["full", "vase-dkv"]
+    for key in ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
+                "tokens_per_s", "kv_bytes_peak"):
+        assert key in rows[0]
+    assert rows[1]["kl_mean"] is not None
+    csv_text = (tmp_path / "table.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("task,method,budget,accuracy")
+    assert len(csv_text.splitlines()) == 3
+    # A second identical run finds everything stored: no new samples, the same table.
+    again = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets",
+                     "32", "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db, "--json")
+    assert json.loads(again.stdout) == rows
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [
+        (["--task", "nope"], "task"),
+        (["--budgets", "30", "--residual", "8"], "budget"),
+        (["--budgets", "x"], "budgets"),
+        (["--methods", "vase:n_large=999"], "n_large"),
+        (["--trace", "all"], "trace"),
+        (["--samples", "0"], "samples"),
+    ],
+)
+def test_cli_bench_bad_input_exits_2(args, name, tmp_path):
+    db = tmp_path / "never.sqlite"
+    out = vase_cli("bench", *args, "--db", f"sqlite:///{db}")
+    assert out.returncode == 2 and name in out.stderr
+    assert not db.exists()  # nothing stored for a rejected request
+
+
+def test_cli_tasks_json():
+    out = vase_cli("tasks", "--json")
+    tasks = {t["name"]: t for t in json.loads(out.stdout)}
+    assert tasks["arith-chain"]["offline"] is True and tasks["arith-chain"]["size"] > 0
+    assert tasks["math500"]["size"] == 500

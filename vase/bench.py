@@ -1,0 +1,428 @@
+"""The benchmark: a grid of methods x budgets on a task, graded, measured and stored.
+
+One `BenchSpec` describes the grid. `plan_runs` turns it into stored runs (one per method x
+budget, the full cache once); `execute_problems` does the work for a set of problems across all
+runs, full cache first so fidelity has its reference, and writes each sample as it finishes. The
+CLI runs every problem in one process; the service hands chunks of problems to workers. Samples
+are keyed (run, problem, sample index), so an interrupted run resumes where it stopped and a
+re-delivered chunk never duplicates a sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .metrics import sparsity
+from .policies import InvalidParameter, build_policy, policy_class, validate_geometry
+
+TRACE_LEVELS = ("off", "summary", "full")
+PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
+RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
+                  "tokens_per_s", "kv_bytes_peak")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> MethodSpec:
+        """`vase`, or `vase:n_large=16,smoothing=false` (values parsed as JSON when they parse)."""
+        name, _, rest = text.strip().partition(":")
+        params: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in rest.split(","))):
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise InvalidParameter("methods", f"parameters are NAME=VALUE, got {pair!r} in {text!r}")
+            try:
+                params[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                params[key] = raw
+        return cls(name, params)
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    """`full,vase:n_large=16,smoothing=false,snapkv` → three methods (or separate them with ';').
+
+    A comma-separated piece that is a bare NAME=VALUE belongs to the method before it.
+    """
+    pieces: list[str] = []
+    for piece in (p.strip() for p in text.replace(";", ",").split(",")):
+        if not piece:
+            continue
+        if "=" in piece and ":" not in piece:
+            if not pieces:
+                raise InvalidParameter("methods", f"parameter {piece!r} comes before any method")
+            pieces[-1] += ("," if ":" in pieces[-1] else ":") + piece
+        else:
+            pieces.append(piece)
+    return [MethodSpec.parse(p) for p in pieces]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a method with its parameters at one budget."""
+
+    method: str
+    params: dict[str, Any]
+    budget: int | None
+    residual: int
+
+    @property
+    def is_reference(self) -> bool:
+        return policy_class(self.method).kind == "none"
+
+
+@dataclass
+class BenchSpec:
+    task: str = "arith-chain"
+    limit: int | None = 4
+    task_seed: int = 0
+    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("full"), MethodSpec("vase")])
+    budgets: list[int] = field(default_factory=lambda: [128])
+    residual: int = 32
+    samples: int = 1
+    seed: int = 0
+    model: str | None = None
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_new_tokens: int = 256
+    fidelity: bool = False
+    trace: str = "off"
+    attention_backend: str = "auto"
+
+    # -- validation: every rule names the field it checks --------------------------------------
+    def validate(self) -> BenchSpec:
+        from .generation import SamplingConfig
+        from .tasks import get_task
+
+        try:
+            get_task(self.task)
+        except ValueError as exc:
+            raise InvalidParameter("task", str(exc)) from None
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise InvalidParameter("limit", "must be a positive integer", self.limit)
+        if not self.methods:
+            raise InvalidParameter("methods", "must name at least one method")
+        if not self.budgets and any(policy_class(m.name).kind != "none" for m in self.methods):
+            raise InvalidParameter("budgets", "must list at least one budget")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise InvalidParameter("budgets", "must not repeat a budget", self.budgets)
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise InvalidParameter("methods", "must not repeat a method with the same parameters", labels)
+        for name, value, low in (("samples", self.samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
+                                 ("seed", self.seed, 0), ("task_seed", self.task_seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidParameter(name, f"must be an integer >= {low}", value)
+        if self.trace not in TRACE_LEVELS:
+            raise InvalidParameter("trace", f"must be one of {', '.join(TRACE_LEVELS)}", self.trace)
+        SamplingConfig(self.do_sample, self.temperature, self.top_p, self.top_k).check()
+        for run in self.runs():
+            build_policy(run.method, run.params)
+            validate_geometry(run.budget, run.residual, kind=policy_class(run.method).kind)
+            if run.budget is not None:
+                build_policy(run.method, run.params).validate(run.budget, run.residual)
+        return self
+
+    def runs(self) -> list[RunSpec]:
+        """The grid, reference (full cache) first; fidelity adds the full cache when missing."""
+        cells: list[RunSpec] = []
+        for method in self.methods:
+            kind = policy_class(method.name).kind
+            budgets: Sequence[int | None] = [None] if kind == "none" else self.budgets
+            for budget in budgets:
+                build = build_policy(method.name, method.params)
+                cells.append(RunSpec(method.name, dataclasses.asdict(build), budget, self.residual))
+        if self.fidelity and not any(c.is_reference for c in cells):
+            cells.append(RunSpec("full", {}, None, self.residual))
+        return sorted(cells, key=lambda c: not c.is_reference)
+
+    def generation(self) -> dict[str, Any]:
+        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["methods"] = [{"name": m.name, "params": m.params} for m in self.methods]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
+        data = dict(data)
+        data["methods"] = [MethodSpec(m["name"], dict(m.get("params") or {})) for m in data.get("methods", [])]
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def sample_seed(base: int, problem_id: str, index: int) -> int:
+    """A sample's sampling seed: fixed by (base seed, problem, sample index), shared by every method."""
+    digest = hashlib.sha256(f"{base}:{problem_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in ("torch", "transformers", "flash-attn", "vase-bench"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class PlannedRun:
+    run_id: int
+    spec: RunSpec
+
+
+class Bench:
+    """A spec bound to a loaded model, its problems and a store scope."""
+
+    def __init__(self, spec: BenchSpec, store, *, scope: str = "cli", model=None, tokenizer=None):
+        from .models import load_model, model_fingerprint
+        from .tasks import get_task
+
+        self.spec = spec.validate()
+        self.store = store
+        self.scope = scope
+        if model is None:
+            model, tokenizer = load_model(spec.model)
+        self.model, self.tokenizer = model, tokenizer
+        task = get_task(spec.task)
+        self.problems = task.load(limit=spec.limit, seed=spec.task_seed)
+        self.fingerprint = model_fingerprint(model)
+        self.dataset_fingerprint = task.fingerprint(limit=spec.limit, seed=spec.task_seed)
+        self.runs = self._plan()
+
+    def _plan(self) -> list[PlannedRun]:
+        from .generation import SamplingConfig
+
+        sampling = dataclasses.asdict(
+            SamplingConfig(self.spec.do_sample, self.spec.temperature, self.spec.top_p, self.spec.top_k)
+            .resolved(self.model)
+        )
+        generation = {**sampling, "max_new_tokens": self.spec.max_new_tokens, "seed": self.spec.seed}
+        manifest = {
+            "packages": package_versions(),
+            "model": self.fingerprint,
+            "device": str(self.model.device),
+            "python": platform.python_version(),
+            "prompt_template": PROMPT_TEMPLATE_VERSION,
+            "chat_template_sha256": hashlib.sha256(
+                str(getattr(self.tokenizer, "chat_template", "")).encode()).hexdigest(),
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "task": self.spec.task,
+            "limit": self.spec.limit,
+            "task_seed": self.spec.task_seed,
+        }
+        planned = []
+        for run in self.spec.runs():
+            key = {
+                "model": self.fingerprint["model_id"], "revision": self.fingerprint["revision"],
+                "dtype": self.fingerprint["dtype"], "task": self.spec.task, "limit": self.spec.limit,
+                "task_seed": self.spec.task_seed, "dataset": self.dataset_fingerprint, "method": run.method,
+                "params": run.params, "budget": run.budget, "residual": run.residual, "generation": generation,
+                "fidelity": self.spec.fidelity and not run.is_reference, "trace": self.spec.trace,
+                "prompt_template": PROMPT_TEMPLATE_VERSION,
+            }
+            run_id = self.store.get_or_create_run(
+                self.scope, config_hash(key), task=self.spec.task, method=run.method,
+                model=self.fingerprint["model_id"] or str(self.spec.model), params=run.params, budget=run.budget,
+                residual=run.residual, generation=generation, fidelity=key["fidelity"],
+                trace_level=self.spec.trace, manifest=manifest,
+            )
+            planned.append(PlannedRun(run_id, run))
+        return planned
+
+    @property
+    def total_samples(self) -> int:
+        return len(self.problems) * len(self.runs) * self.spec.samples
+
+    def missing(self) -> int:
+        done = sum(len(self.store.existing_sample_keys(r.run_id)) for r in self.runs)
+        return self.total_samples - done
+
+    def execute(
+        self,
+        problems: Iterable | None = None,
+        *,
+        should_cancel: Callable[[], bool] | None = None,
+        on_sample: Callable[[], None] | None = None,
+    ) -> bool:
+        """Run every missing sample of the given problems (default: all). False if cancelled."""
+        for problem in self.problems if problems is None else problems:
+            reference: dict[int, list[int]] = {}
+            for planned in self.runs:
+                if should_cancel is not None and should_cancel():
+                    return False
+                self._problem_run(problem, planned, reference, on_sample)
+        return True
+
+    def _problem_run(self, problem, planned: PlannedRun, reference: dict[int, list[int]], on_sample) -> None:
+        from .prompting import render_prompt
+
+        run, spec = planned.spec, self.spec
+        existing = self.store.existing_sample_keys(planned.run_id)
+        wanted = [i for i in range(spec.samples) if (problem.id, i) not in existing]
+        needs_reference = spec.fidelity and not run.is_reference
+        if needs_reference and len(reference) < spec.samples:
+            reference.update(self._stored_reference(problem.id))
+        if not wanted:
+            return
+        prompt = render_prompt(self.tokenizer, problem)
+        samples = self._generate(prompt, run, problem.id, wanted)
+        for index, result, recorder in samples:
+            record = self._sample_record(problem, prompt, run, index, result, recorder, reference, needs_reference)
+            if run.is_reference:
+                reference[index] = result.tokens
+            self.store.add_sample(planned.run_id, **record)
+            if on_sample is not None:
+                on_sample()
+
+    def _stored_reference(self, problem_id: str) -> dict[int, list[int]]:
+        full = next(r for r in self.runs if r.spec.is_reference)
+        out = {}
+        for sample in self.store.list_samples(run_id=full.run_id):
+            if sample["problem_id"] == problem_id:
+                out[int(sample["sample_index"])] = list((sample.get("metrics") or {}).get("tokens") or [])
+        return out
+
+    def _generate(self, prompt: str, run: RunSpec, problem_id: str, indices: list[int]):
+        from .generation import SamplingConfig, eviction_seed, generate
+        from .traces import TraceRecorder
+
+        spec = self.spec
+        text_config = self.model.config.get_text_config(decoder=True)
+        kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
+        recorder = TraceRecorder(spec.trace, text_config.num_hidden_layers, kv_heads)
+        seeds = [sample_seed(spec.seed, problem_id, i) for i in indices]
+        results = generate(
+            self.model, self.tokenizer, [prompt] * len(indices), method=run.method, params=run.params,
+            budget=run.budget, residual=run.residual, max_new_tokens=spec.max_new_tokens, seeds=seeds,
+            eviction_seeds=[eviction_seed(s) for s in seeds],
+            sampling=SamplingConfig(spec.do_sample, spec.temperature, spec.top_p, spec.top_k),
+            trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
+        )
+        return [(index, result, recorder) for index, result in zip(indices, results)]
+
+    def _sample_record(self, problem, prompt, run: RunSpec, index, result, recorder, reference, needs_reference):
+        from .fidelity import first_divergence, teacher_forced_fidelity
+        from .generation import eviction_seed
+        from .grading import grade
+        from .metrics import detect_repetition_loop
+        from .prompting import prompt_opens_thinking, split_thinking
+
+        opened = prompt_opens_thinking(prompt)
+        thinking, answer_text, _closed = split_thinking(result.text, opened_in_prompt=opened)
+        verdict = grade(problem, result.text, opened_in_prompt=opened)
+        loop = detect_repetition_loop(result.tokens)
+        seed = sample_seed(self.spec.seed, problem.id, index)
+        record: dict[str, Any] = {
+            "problem_id": problem.id,
+            "sample_index": index,
+            "seed": seed,
+            "eviction_seed": eviction_seed(seed),
+            "prompt": prompt,
+            "output": result.text,
+            "thinking": thinking,
+            "answer_text": answer_text,
+            "extracted": verdict.extracted,
+            "correct": verdict.correct,
+            "grade_status": verdict.status,
+            "grade_reason": verdict.reason,
+            "new_tokens": result.new_tokens,
+            "truncated": result.finish_reason == "length",
+            "tokens_per_s": result.tokens_per_s,
+            "kv_bytes_peak": result.kv_cache_bytes_peak,
+            "evictions": result.evictions,
+            "sparsity": kept_fraction(result.prompt_tokens, run.budget, run.residual, result.evictions),
+            "loop_detected": loop is not None,
+            "loop_start": loop.start if loop else None,
+            "loop_span": self.tokenizer.decode(loop.span) if loop else None,
+            # Not columns: kept in the sample's metrics JSON.
+            "tokens": result.tokens,
+            "prompt_tokens": result.prompt_tokens,
+            "finish_reason": result.finish_reason,
+            "eviction_seconds": result.eviction_seconds,
+            "answer": problem.answer,
+        }
+        if needs_reference and index in reference:
+            ref = reference[index]
+            record["first_divergence"] = first_divergence(ref, result.tokens)
+            if ref:
+                fid = teacher_forced_fidelity(
+                    self.model, self.tokenizer, [prompt], [ref], method=run.method, params=run.params,
+                    budget=run.budget, residual=run.residual, seeds=[seed], attention_backend=self.spec.attention_backend,
+                )[0]
+                record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,
+                              compared_tokens=fid.compared_tokens, kl_per_token=[round(x, 6) for x in fid.kl_per_token])
+        if recorder.enabled:
+            record["trace"] = recorder.record_for(
+                int(result.row), new_tokens=result.new_tokens, prompt_length=result.prompt_tokens, residual=run.residual
+            )
+        return record
+
+    def results(self) -> list[dict[str, Any]]:
+        """The comparison rows of this grid, in the spec's order (full cache first)."""
+        order = {r.run_id: i for i, r in enumerate(self.runs)}
+        return sorted(self.store.results(run_ids=list(order)), key=lambda row: order[row["run_id"]])
+
+
+def kept_fraction(prompt_tokens: int, budget: int | None, residual: int, evictions: int) -> float | None:
+    """Mean over a sample's evictions of kept / logical length (`vase.metrics.sparsity`).
+
+    Evictions are deterministic in time: the first at the smallest multiple of `residual` above
+    max(budget, prompt), then one every `residual` tokens; each leaves `budget` tokens.
+    """
+    if budget is None or evictions == 0:
+        return None
+    first = (max(budget, prompt_tokens) // residual + 1) * residual
+    lengths = [first + k * residual for k in range(evictions)]
+    return sum(sparsity(budget, n) for n in lengths) / len(lengths)
+
+
+def result_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten store result rows for printing and export (label includes non-default params)."""
+    out = []
+    for row in rows:
+        defaults = policy_class(row["method"]).param_defaults()
+        changed = {k: v for k, v in (row.get("params") or {}).items() if defaults.get(k) != v}
+        label = row["method"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) if changed else "")
+        flat = {key: row.get(key) for key in RESULT_COLUMNS}
+        flat.update({
+            "method": label,
+            "model": row.get("model"),
+            "residual": row.get("residual"),
+            "n_problems": row.get("n_problems"),
+            "n_samples": row.get("n_samples"),
+            "truncated_rate": row.get("truncated_rate"),
+            "mean_new_tokens": row.get("mean_new_tokens"),
+            "evictions": row.get("evictions"),
+            "sparsity": row.get("sparsity"),
+            "pass_at_k": row.get("pass_at_k"),
+            "run_id": row.get("run_id"),
+        })
+        out.append(flat)
+    return out
