@@ -164,3 +164,52 @@ def test_quest_selects_at_most_the_budget_in_pages():
     assert (mask.sum(-1) <= 32).all()
     assert mask[0, :, 0, 96:100].all() and mask[1, :, 0, 64:70].all()  # the newest page is always attended
     assert not mask[1, :, 0, 70:].any()  # nothing past a row's length
+
+
+def _tiny(architecture: str):
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+               "qwen3": (Qwen3Config, Qwen3ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}
+    config_cls, model_cls = classes[architecture]
+    extra = {"sliding_window": None} if architecture == "mistral" else {}
+    config = config_cls(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, **extra)
+    torch.manual_seed(0)
+    return model_cls(config).eval()
+
+
+class _Ids:
+    pad_token_id = 0
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "qwen3", "mistral"])
+def test_architectures_run_through_the_registered_attention(architecture):
+    model = _tiny(architecture)
+    prompt = [list(range(3, 23))]
+    full = generate(model, _Ids(), prompt, method="full", max_new_tokens=40, return_logprobs=True, stop_at_eos=False,
+                    use_hf_dynamic_cache=True)[0]
+    roomy = generate(model, _Ids(), prompt, method="vase", budget=128, residual=8, max_new_tokens=40, stop_at_eos=False,
+                     return_logprobs=True)[0]
+    assert roomy.tokens == full.tokens
+    for a, b in zip(full.logprobs, roomy.logprobs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    tight = generate(model, _Ids(), prompt, method="vase", budget=16, residual=8, max_new_tokens=40,
+                     stop_at_eos=False)[0]
+    assert tight.evictions == 5  # logical 24, 32, 40, 48, 56 (prompt 20, 39 tokens fed)
+
+
+def test_flash_backend_needs_cuda_and_flash_attn():
+    from vase.attention import resolve_backend
+
+    if not attention.flash_available():
+        with pytest.raises(ValueError, match="attention_backend"):
+            resolve_backend("flash", torch.device("cpu"))
+    assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ValueError, match="attention_backend"):
+        resolve_backend("paged", torch.device("cpu"))

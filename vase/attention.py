@@ -103,6 +103,11 @@ def eviction_attention(
 ) -> tuple[torch.Tensor, None]:
     if not isinstance(cache, EvictionCache):
         raise TypeError("the 'vase' attention needs the EvictionCache passed to the forward as cache=")
+    if kwargs.get("sliding_window") is not None:
+        raise ValueError(
+            f"model: layer {module.layer_idx} uses sliding-window attention "
+            f"(window {kwargs['sliding_window']}), which the eviction cache does not model"
+        )
     layer: EvictionLayer = cache.layers[module.layer_idx]
     policy = cache.config.policy
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
