@@ -19,25 +19,30 @@ import torch
 
 from vase.generation import generate
 from vase.models import load_model
+from vase.traces import TraceRecorder
 
 PROMPT = "Write a very long, detailed story about a lighthouse keeper who discovers a hidden map."
 
-METHODS = [  # (label, method, use the HF DynamicCache reference path)
-    ("full (HF DynamicCache)", "full", True),
-    ("full (vase, preallocated)", "full", False),
-    ("vase", "vase", False),
-    ("vase-dkv", "vase-dkv", False),
-    ("snapkv", "snapkv", False),
-    ("streamingllm", "streamingllm", False),
+METHODS = [  # (label, method, use the HF DynamicCache reference path, trace level)
+    ("full (HF DynamicCache)", "full", True, "off"),
+    ("full (vase, preallocated)", "full", False, "off"),
+    ("vase", "vase", False, "off"),
+    ("vase + trace full", "vase", False, "full"),
+    ("vase-dkv", "vase-dkv", False, "off"),
+    ("snapkv", "snapkv", False, "off"),
+    ("streamingllm", "streamingllm", False, "off"),
 ]
 
 
-def measure(model, tokenizer, prompt, method, hf, args, sizes):
+def measure(model, tokenizer, prompt, method, hf, trace, args, sizes):
     budget = None if method == "full" else args.budget
     sizes.clear()
+    config = model.config
+    recorder = TraceRecorder(trace, config.num_hidden_layers, config.num_key_value_heads)
     result = generate(
         model, tokenizer, [prompt], method=method, budget=budget, residual=args.residual,
         max_new_tokens=args.new_tokens, stop_at_eos=False, use_hf_dynamic_cache=hf,
+        trace_sink=recorder if recorder.enabled else None,
         on_step=lambda step, cache: sizes.append(_kv_bytes(cache)),
     )[0]
     return result
@@ -65,12 +70,12 @@ def main() -> None:
                                            add_generation_prompt=True)
     generate(model, tokenizer, [prompt], max_new_tokens=16)  # warm-up
 
-    samples: dict[str, list[dict]] = {label: [] for label, _, _ in METHODS}
+    samples: dict[str, list[dict]] = {label: [] for label, *_ in METHODS}
     for repeat in range(args.repeats):
         order = METHODS if repeat % 2 == 0 else list(reversed(METHODS))
-        for label, method, hf in order:
+        for label, method, hf, trace in order:
             sizes: list[int] = []
-            r = measure(model, tokenizer, prompt, method, hf, args, sizes)
+            r = measure(model, tokenizer, prompt, method, hf, trace, args, sizes)
             budget_step = next((i for i, _ in enumerate(sizes) if r.prompt_tokens + i + 1 > args.budget), None)
             after_budget = sizes[budget_step:] if budget_step is not None else []
             samples[label].append({
@@ -86,7 +91,7 @@ def main() -> None:
 
     reference = statistics.median(s["tokens_per_s"] for s in samples[METHODS[0][0]])
     rows = []
-    for label, method, _ in METHODS:
+    for label, *_ in METHODS:
         runs = samples[label]
         tps = statistics.median(s["tokens_per_s"] for s in runs)
         rows.append({
