@@ -28,6 +28,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .policies import EvictionContext, InvalidParameter, Policy, build_policy, validate_geometry
+from .policies.scores import value_magnitude
 from .traces import EvictionEvent
 
 EventSink = Callable[[EvictionEvent], None]
@@ -111,17 +112,24 @@ class EvictionLayer(CacheLayerMixin):
         end = max(starts) + q_len
         if end > self.capacity:
             self._grow(end)
-        if len(set(starts)) == 1:
-            s = starts[0]
+        if q_len == 1:
+            # Decode: one vectorised write per tensor, whatever each row's length.
+            rows = torch.arange(len(starts), device=self.device)
+            slots = torch.tensor(starts, device=self.device)
+            self.keys[rows, :, slots] = key_states[:, :, 0]
+            self.values[rows, :, slots] = value_states[:, :, 0]
+            self.positions[rows, :, slots] = torch.tensor(self.logical, device=self.device).unsqueeze(1)
+        elif len(set(starts)) == 1 and len(set(self.logical)) == 1:  # a prompt: every row alike
+            s, first = starts[0], self.logical[0]
             self.keys[:, :, s : s + q_len] = key_states
             self.values[:, :, s : s + q_len] = value_states
+            self.positions[:, :, s : s + q_len] = torch.arange(first, first + q_len, device=self.device)
         else:
             for row, s in enumerate(starts):
+                first = self.logical[row]
                 self.keys[row, :, s : s + q_len] = key_states[row]
                 self.values[row, :, s : s + q_len] = value_states[row]
-        for row, s in enumerate(starts):
-            first = self.logical[row]
-            self.positions[row, :, s : s + q_len] = torch.arange(first, first + q_len, device=self.device)
+                self.positions[row, :, s : s + q_len] = torch.arange(first, first + q_len, device=self.device)
         self.starts = starts
         self.pending_tokens = q_len
         return self.keys[:, :, :end], self.values[:, :, :end]
@@ -301,8 +309,6 @@ class EvictionLayer(CacheLayerMixin):
         self, sink: EventSink, rows: list[int], ctx: EvictionContext, scores: torch.Tensor, kept: torch.Tensor,
         length: int,
     ) -> None:
-        from .policies.scores import value_magnitude
-
         magnitude = value_magnitude(ctx.values, "range")
         n = ctx.num_candidates
         for i, row in enumerate(rows):
