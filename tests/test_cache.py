@@ -29,11 +29,17 @@ def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sin
             yield cache, length
 
 
+@pytest.fixture(scope="module")
+def smollm2_full(smollm2):
+    model, tokenizer = smollm2
+    return generate(model, tokenizer, [PROMPT], method="full", max_new_tokens=12, return_logprobs=True)[0]
+
+
 @pytest.mark.parametrize("method", [m for m in policy_names() if m != "full"])
-def test_budget_above_length_gives_full_cache_logits_smollm2(smollm2, method):
+def test_budget_above_length_gives_full_cache_logits_smollm2(smollm2, smollm2_full, method):
     model, tokenizer = smollm2
     params = {"n_large": 16} if method in ("vase", "attn-random") else None
-    full = generate(model, tokenizer, [PROMPT], method="full", max_new_tokens=12, return_logprobs=True)[0]
+    full = smollm2_full
     got = generate(model, tokenizer, [PROMPT], method=method, params=params, budget=128, residual=16,
                    max_new_tokens=12, return_logprobs=True)[0]
     assert got.evictions == 0
