@@ -259,3 +259,4 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+from . import cli_dashboard as _cli_dashboard; _cli_dashboard.register(app)  # noqa: E402

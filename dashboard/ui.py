@@ -1,0 +1,604 @@
+"""Presentation helpers shared by the dashboard's pages: error boxes, formatting, colours and the
+Plotly figures. Nothing here reads data: pages get their data from :mod:`dashboard.data` and hand
+it to these functions."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import data
+
+log = logging.getLogger("vase.dashboard")
+
+# Stable colours per method family (the same method has the same colour on every chart).
+METHOD_COLOURS = {
+    "full": "#3b3b3b",
+    "vase": "#d62728",
+    "vase-dkv": "#ff7f0e",
+    "snapkv": "#1f77b4",
+    "attn-sample": "#17becf",
+    "rkv": "#2ca02c",
+    "cur-fixed": "#bcbd22",
+    "h2o": "#9467bd",
+    "tova": "#8c564b",
+    "streamlingllm": "#7f7f7f",
+    "streamingllm": "#7f7f7f",
+    "random": "#e377c2",
+    "value-norm": "#aec7e8",
+    "evict-large": "#ff9896",
+    "attn-random": "#c5b0d5",
+    "quest": "#98df8a",
+    "seerattention-r": "#6b6ecf",
+}
+_FALLBACK = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
+KEPT_COLOUR = "#2166ac"
+EVICTED_COLOUR = "#e08214"
+LOOP_COLOUR = "#c51b7d"
+
+
+def colour(method: str) -> str:
+    base = method.split(":", 1)[0]
+    if base in METHOD_COLOURS:
+        return METHOD_COLOURS[base]
+    return _FALLBACK[sum(map(ord, base)) % len(_FALLBACK)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors and empty states
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def guard(what: str = "this page") -> Iterator[None]:
+    """Show a failure as an explained message on the page, never as a traceback."""
+    try:
+        yield
+    except data.StoreDown as error:
+        st.error(f"**Database unavailable.** {error}", icon=":material/database_off:")
+    except data.ApiUnavailable as error:
+        st.warning(f"**API unavailable.** {error}", icon=":material/cloud_off:")
+    except data.NotFound as error:
+        st.warning(str(error), icon=":material/search_off:")
+    except data.DashboardError as error:
+        st.error(str(error), icon=":material/error:")
+    except Exception as error:  # an unexpected failure: explain, log the traceback server-side
+        log.exception("dashboard: %s failed", what)
+        st.error(
+            f"Something went wrong while showing {what}: {type(error).__name__}: {str(error)[:300]}. "
+            "The details are in the dashboard's log.",
+            icon=":material/error:",
+        )
+
+
+def empty(message: str) -> None:
+    st.info(message, icon=":material/info:")
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption(f"**Database** `{data.database_label()}`  \n**API** `{data.api_url()}`")
+        if st.button("Refresh data", icon=":material/refresh:", key="refresh_data", width="stretch"):
+            data.clear_caches()
+            st.rerun()
+
+
+def downloads(frame: pd.DataFrame, name: str, key: str) -> None:
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.download_button(
+        "CSV",
+        data.export_csv(frame),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key=f"{key}_csv",
+    )
+    c2.download_button(
+        "JSON",
+        data.export_json(frame),
+        file_name=f"{name}.json",
+        mime="application/json",
+        icon=":material/download:",
+        key=f"{key}_json",
+    )
+
+
+def fmt(v: Any, spec: str = ".1f", suffix: str = "") -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{format(v, spec)}{suffix}"
+
+
+def size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def budget_text(b: Any) -> str:
+    return "full" if b is None or b is pd.NA or (isinstance(b, float) and math.isnan(b)) else str(int(b))
+
+
+# ------------------------------------------------------------------------------------------------
+# Text with highlights
+# ------------------------------------------------------------------------------------------------
+_BOX = (
+    "font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.86rem; white-space: pre-wrap; "
+    "word-break: break-word; background: #fafafa; border: 1px solid #e6e6e6; border-radius: 6px; "
+    "padding: 0.6rem 0.8rem; max-height: {h}px; overflow-y: auto; line-height: 1.45"
+)
+
+
+def text_box(segments: list[tuple[str, str | None]], height: int = 420) -> str:
+    """HTML for text made of (text, style) segments; style None is plain, else a CSS background."""
+    parts = []
+    for text, style in segments:
+        if not text:
+            continue
+        esc = html.escape(text)
+        parts.append(f'<mark style="background:{style};padding:0">{esc}</mark>' if style else esc)
+    return f'<div style="{_BOX.format(h=height)}">{"".join(parts)}</div>'
+
+
+def highlighted(
+    text: str, start: int | None, colour_: str = "#f9d0e5", stop: int | None = None
+) -> list[tuple[str, str | None]]:
+    if start is None or start >= len(text):
+        return [(text, None)]
+    start = max(0, start)
+    stop = len(text) if stop is None else stop
+    return [(text[:start], None), (text[start:stop], colour_), (text[stop:], None)]
+
+
+def token_strip(context: pd.DataFrame, focus: int) -> str:
+    """HTML of tokens coloured by held / evicted / not written, the focus position outlined."""
+    style = {"held": "#d1e5f0", "evicted": "#fdd9b5", "not written": "#eeeeee"}
+    parts = []
+    for _, row in context.iterrows():
+        tok = html.escape(str(row["text"]).replace("\n", "⏎")) or "∅"
+        border = "outline: 2px solid #222;" if int(row["position"]) == focus else ""
+        title = f"position {row['position']}: {row['state']}"
+        if row["evicted_at"] is not pd.NA and not pd.isna(row["evicted_at"]):
+            title += f" (evicted at step {int(row['evicted_at'])})"
+        parts.append(
+            f'<span title="{html.escape(title)}" style="background:{style[row["state"]]};{border}'
+            f'border-radius:3px;padding:1px 1px;margin:0 1px">{tok}</span>'
+        )
+    legend = " ".join(
+        f'<span style="background:{c};border-radius:3px;padding:0 6px">{k}</span>' for k, c in style.items()
+    )
+    return (
+        f'<div style="{_BOX.format(h=220)}">{"".join(parts)}</div>'
+        f'<div style="font-size:0.8rem;margin-top:0.3rem">{legend}</div>'
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=15), y=0.98, yanchor="top", yref="container") if title else None,
+        height=height,
+        margin=dict(l=10, r=10, t=80 if title else 30, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0, font=dict(size=11)),
+        template="plotly_white",
+        **kw,
+    )
+    return fig
+
+
+def _percent_axis(
+    fig: go.Figure, *frames: pd.DataFrame, column: str = "accuracy", se: str | None = "accuracy_se"
+) -> None:
+    """A 0-based percent y axis that shows at least 0-10 and at most 0-100 (plus headroom)."""
+    top = 0.0
+    for f in frames:
+        if f is None or f.empty or column not in f:
+            continue
+        v = f[column].astype(float) + (f[se].fillna(0).astype(float) if se and se in f else 0)
+        if v.notna().any():
+            top = max(top, float(v.max()))
+    fig.update_yaxes(range=[0, max(10.0, min(100.0, top * 1.15 + 1))])
+
+
+def accuracy_vs_budget(frame: pd.DataFrame, paper: pd.DataFrame | None = None, task: str = "") -> go.Figure:
+    fig = go.Figure()
+    evicting = frame[frame["budget"].notna()]
+    full = frame[frame["budget"].isna()]
+    for method, g in evicting.groupby("method", sort=True):
+        g = g.sort_values("budget")
+        fig.add_trace(
+            go.Scatter(
+                x=g["budget"].astype(float),
+                y=g["accuracy"],
+                name=method,
+                mode="lines+markers",
+                line=dict(color=colour(method), width=2),
+                marker=dict(size=8),
+                error_y=dict(type="data", array=g["accuracy_se"].fillna(0), visible=True, thickness=1),
+                customdata=np.stack([g["n_samples"].astype(float), g["loop_rate"].astype(float)], axis=-1),
+                hovertemplate=f"<b>{method}</b><br>budget %{{x}}<br>accuracy %{{y:.1f}}% ± %{{error_y.array:.1f}}"
+                "<br>%{customdata[0]:.0f} samples, loop rate %{customdata[1]:.0f}%<extra></extra>",
+            )
+        )
+    for _, row in full.iterrows():
+        fig.add_hline(
+            y=row["accuracy"],
+            line=dict(color=colour("full"), dash="dash"),
+            annotation_text=f"full cache {row['accuracy']:.1f}%",
+            annotation_position="top left",
+        )
+    if paper is not None and not paper.empty:
+        for method, g in paper[paper["method"] != "full"].groupby("method"):
+            g = g.sort_values("budget")
+            fig.add_trace(
+                go.Scatter(
+                    x=g["budget"],
+                    y=g["accuracy"],
+                    name=f"paper · {method}",
+                    mode="lines+markers",
+                    line=dict(color=colour(method), dash="dot", width=1.5),
+                    marker=dict(symbol="diamond-open", size=9),
+                    hovertemplate=f"<b>paper · {method}</b><br>budget %{{x}}<br>%{{y:.2f}}%<extra></extra>",
+                )
+            )
+        pf = paper[paper["method"] == "full"]
+        if not pf.empty:
+            fig.add_hline(
+                y=float(pf["accuracy"].iloc[0]),
+                line=dict(color=colour("full"), dash="dot", width=1),
+                annotation_text=f"paper full cache {pf['accuracy'].iloc[0]:.1f}%",
+                annotation_position="bottom right",
+            )
+    fig.update_xaxes(title="KV budget (tokens per layer and head)", type="log", dtick=math.log10(2))
+    fig.update_yaxes(title="accuracy (pass@1, %)")
+    _percent_axis(fig, frame, paper if paper is not None else pd.DataFrame())
+    return _layout(fig, f"Accuracy vs budget{' · ' + task if task else ''}")
+
+
+def accuracy_vs_memory(frame: pd.DataFrame, task: str = "") -> go.Figure:
+    fig = go.Figure()
+    for method, g in frame.groupby("method", sort=True):
+        g = g.sort_values("kv_mib")
+        labels = [budget_text(b) for b in g["budget"]]
+        fig.add_trace(
+            go.Scatter(
+                x=g["kv_mib"],
+                y=g["accuracy"],
+                name=method,
+                mode="lines+markers+text" if len(g) > 1 else "markers+text",
+                text=labels,
+                textposition="top center",
+                textfont=dict(size=10),
+                line=dict(color=colour(method), width=1.5),
+                marker=dict(size=11 if method == "full" else 8, symbol="star" if method == "full" else "circle"),
+                error_y=dict(type="data", array=g["accuracy_se"].fillna(0), visible=True, thickness=1),
+                hovertemplate=f"<b>{method}</b><br>budget %{{text}}<br>KV peak %{{x:.2f}} MiB"
+                "<br>accuracy %{y:.1f}%<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title="peak KV-cache memory (MiB)")
+    fig.update_yaxes(title="accuracy (pass@1, %)")
+    _percent_axis(fig, frame)
+    return _layout(fig, f"Accuracy vs KV memory{' · ' + task if task else ''}")
+
+
+def metric_vs_budget(frame: pd.DataFrame, column: str, title: str, axis: str, percent: bool = False) -> go.Figure:
+    fig = go.Figure()
+    for method, g in frame[frame["budget"].notna()].groupby("method", sort=True):
+        g = g.sort_values("budget")
+        fig.add_trace(
+            go.Scatter(
+                x=g["budget"].astype(float),
+                y=g[column],
+                name=method,
+                mode="lines+markers",
+                line=dict(color=colour(method)),
+            )
+        )
+    for _, row in frame[frame["budget"].isna()].iterrows():
+        if row[column] is not None and not pd.isna(row[column]):
+            fig.add_hline(y=row[column], line=dict(color=colour("full"), dash="dash"))
+    fig.update_xaxes(title="KV budget", type="log", dtick=math.log10(2))
+    fig.update_yaxes(title=axis, rangemode="tozero")
+    if percent:
+        _percent_axis(fig, frame, column=column, se=None)
+    return _layout(fig, title, height=320)
+
+
+def kl_per_token(kl: list[float], ref_tokens: list[str], divergence: int | None) -> go.Figure:
+    x = np.arange(len(kl))
+    text = [ref_tokens[i].replace("\n", "⏎") if i < len(ref_tokens) else "" for i in x]
+    fig = go.Figure(
+        go.Scatter(
+            x=x,
+            y=kl,
+            mode="lines",
+            line=dict(color="#6a3d9a", width=1.2),
+            fill="tozeroy",
+            name="KL",
+            customdata=text,
+            hovertemplate="token %{x} «%{customdata}»<br>KL %{y:.4f}<extra></extra>",
+        )
+    )
+    if divergence is not None:
+        fig.add_vline(
+            x=divergence,
+            line=dict(color=LOOP_COLOUR, dash="dash"),
+            annotation_text="outputs diverge",
+            annotation_position="top right",
+        )
+    fig.update_xaxes(title="token of the full-cache output")
+    fig.update_yaxes(title="KL(full ‖ method)")
+    return _layout(fig, "Per-token KL against the full cache (teacher-forced)", height=300)
+
+
+_HEAT_SCALE = [[0.0, EVICTED_COLOUR], [0.5, "#f7f7f7"], [1.0, KEPT_COLOUR]]
+
+
+def cache_heatmap(ex: data.Explorer, title: str, height: int = 560, show_scale: bool = True) -> go.Figure:
+    """Original position (rows, bottom = first prompt token) x decode step (columns): the fraction
+    of each cell's (position, step) pairs the cache held; blank where the token did not exist yet."""
+    steps = (ex.step_edges[:-1] + ex.step_edges[1:] - 1) / 2.0
+    z = np.where(np.isnan(ex.heat), None, np.round(ex.heat, 3)).tolist()
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=steps,
+            y=ex.row_labels,
+            zmin=0,
+            zmax=1,
+            colorscale=_HEAT_SCALE,
+            hoverongaps=False,
+            colorbar=dict(tickvals=[0, 0.5, 1], ticktext=["evicted", "half", "kept"], len=0.5, thickness=12, y=0.5)
+            if show_scale
+            else None,
+            showscale=show_scale,
+            hovertemplate="positions %{y}<br>decode step ≈ %{x:.0f}<br>kept %{z:.0%}<extra></extra>",
+        )
+    )
+    n = len(ex.row_labels)
+    every = max(1, n // 8)
+    ticks = list(range(0, n, every))
+    fig.update_yaxes(
+        type="category",
+        tickmode="array",
+        tickvals=[ex.row_labels[i] for i in ticks],
+        ticktext=[str(int(ex.position_edges[i])) for i in ticks],
+        title="original token position",
+    )
+    fig.update_xaxes(title="decode step", range=[float(ex.step_edges[0]), float(ex.step_edges[-1])])
+    # the prompt / generation boundary and the loop
+    prompt_row = int(np.searchsorted(ex.position_edges, ex.prompt_length, side="right")) - 1
+    if 0 < prompt_row < n:
+        fig.add_shape(
+            type="line",
+            xref="paper",
+            x0=0,
+            x1=1,
+            y0=prompt_row - 0.5,
+            y1=prompt_row - 0.5,
+            line=dict(color="#555", width=1, dash="dot"),
+        )
+        fig.add_annotation(
+            xref="paper",
+            x=1,
+            y=prompt_row - 0.5,
+            text="end of prompt",
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font=dict(size=10, color="#555"),
+        )
+    if ex.loop_step is not None:
+        fig.add_vline(
+            x=ex.loop_step,
+            line=dict(color=LOOP_COLOUR, width=2, dash="dash"),
+            annotation_text="loop starts",
+            annotation_font_color=LOOP_COLOUR,
+        )
+    fig.update_layout(plot_bgcolor="#ececec")
+    return _layout(fig, title, height=height)
+
+
+def _log_axis(fig: go.Figure, values: list[float], title: str) -> None:
+    """A log y axis labelled at 1-2-5 steps (full numbers, not mantissas)."""
+    vals = [float(v) for v in values if v is not None and not pd.isna(v) and float(v) > 0]
+    if not vals:
+        fig.update_yaxes(title=title, type="log")
+        return
+    lo, hi = min(vals), max(vals)
+    ticks = [
+        m * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)
+    ]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5] or [lo, hi]
+    fig.update_yaxes(title=title, type="log", tickvals=inside, ticktext=[f"{t:g}" for t in inside])
+
+
+def magnitude_bars(mags: pd.DataFrame, layer: int) -> go.Figure:
+    m = mags[mags["layer"] == layer]
+    fig = go.Figure()
+    stats = ["p50", "mean", "p99", "max"]
+    for group, col in (("kept", KEPT_COLOUR), ("evicted", EVICTED_COLOUR)):
+        row = m[m["group"] == group]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        fig.add_trace(
+            go.Bar(
+                x=stats,
+                y=[r[s] for s in stats],
+                name=f"{group} (n={int(r['n'] or 0):,})",
+                marker_color=col,
+                hovertemplate=f"{group}<br>%{{x}} %{{y:.3g}}<extra></extra>",
+            )
+        )
+    _log_axis(fig, [v for t in fig.data for v in t.y], "value range (max − min over head_dim)")
+    return _layout(fig, f"Value magnitude of kept vs evicted tokens · layer {layer}", height=340, barmode="group")
+
+
+def magnitude_by_layer(mags: pd.DataFrame, layer: int) -> go.Figure:
+    fig = go.Figure()
+    for group, col in (("kept", KEPT_COLOUR), ("evicted", EVICTED_COLOUR)):
+        g = mags[mags["group"] == group].sort_values("layer")
+        fig.add_trace(
+            go.Scatter(x=g["layer"], y=g["p99"], name=f"{group} p99", mode="lines+markers", line=dict(color=col))
+        )
+        fig.add_trace(
+            go.Scatter(x=g["layer"], y=g["max"], name=f"{group} max", mode="lines", line=dict(color=col, dash="dot"))
+        )
+    fig.add_vline(x=layer, line=dict(color="#888", width=1))
+    fig.update_xaxes(title="layer")
+    _log_axis(fig, [v for t in fig.data for v in (t.y if t.y is not None else [])], "value range")
+    return _layout(fig, "Large-value tokens per layer: kept vs evicted", height=340)
+
+
+def lifetime_scatter(ex: data.Explorer) -> go.Figure:
+    life = ex.life
+    fig = go.Figure()
+    ev = life[life["evicted_at"] >= 0]
+    alive = life[life["evicted_at"] < 0]
+    fig.add_trace(
+        go.Scattergl(
+            x=ev["position"],
+            y=ev["evicted_at"],
+            mode="markers",
+            name="evicted at step",
+            marker=dict(size=3, color=EVICTED_COLOUR),
+            customdata=ev[["text", "lifetime"]].values if len(ev) else None,
+            hovertemplate="position %{x} «%{customdata[0]}»<br>evicted at step %{y}"
+            "<br>lived %{customdata[1]} steps<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scattergl(
+            x=alive["position"],
+            y=np.full(len(alive), ex.n_steps),
+            mode="markers",
+            name="held to the end",
+            marker=dict(size=4, color=KEPT_COLOUR, symbol="line-ns-open"),
+            customdata=alive[["text"]].values if len(alive) else None,
+            hovertemplate="position %{x} «%{customdata[0]}»<br>never evicted<extra></extra>",
+        )
+    )
+    diag_x = np.array([ex.prompt_length, ex.prompt_length + ex.n_steps])
+    fig.add_trace(
+        go.Scatter(
+            x=diag_x,
+            y=diag_x - ex.prompt_length,
+            mode="lines",
+            name="written",
+            line=dict(color="#999", dash="dot", width=1),
+            hoverinfo="skip",
+        )
+    )
+    if ex.loop_step is not None:
+        fig.add_hline(y=ex.loop_step, line=dict(color=LOOP_COLOUR, dash="dash"))
+    fig.update_xaxes(title="original token position")
+    fig.update_yaxes(title="decode step")
+    return _layout(fig, "Survival of each position: when it was evicted", height=360)
+
+
+def survival_curves(
+    km: pd.DataFrame, other: pd.DataFrame | None = None, label_a: str = "", label_b: str = ""
+) -> go.Figure:
+    fig = go.Figure()
+    for frame, lab, dash in ((km, label_a, "solid"), (other, label_b, "dash")):
+        if frame is None:
+            continue
+        for origin, col in (("prompt", "#4d4d4d"), ("generated", "#7b3294")):
+            g = frame[frame["origin"] == origin]
+            if g.empty:
+                continue
+            name = f"{origin} tokens" + (f" · {lab}" if lab else "")
+            fig.add_trace(
+                go.Scatter(
+                    x=g["age"], y=g["survival"], name=name, mode="lines", line=dict(color=col, dash=dash, shape="hv")
+                )
+            )
+    fig.update_xaxes(title="age (decode steps since the token was written)")
+    fig.update_yaxes(title="still in the cache", range=[0, 1.02], tickformat=".0%")
+    return _layout(fig, "Survival over time (Kaplan–Meier)", height=360)
+
+
+def eviction_timeline(ex: data.Explorer) -> go.Figure:
+    tl = ex.timeline
+    fig = go.Figure()
+    for origin, col in (("prompt", "#4d4d4d"), ("generated", EVICTED_COLOUR)):
+        g = tl[tl["origin"] == origin]
+        if g.empty:
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=g["step"],
+                y=g["position"],
+                mode="markers",
+                name=f"evicted {origin} token",
+                marker=dict(size=4, color=col, opacity=0.7),
+                customdata=g[["text", "age"]].values,
+                hovertemplate="step %{x}: evicted position %{y} «%{customdata[0]}»"
+                "<br>age %{customdata[1]} steps<extra></extra>",
+            )
+        )
+    if ex.loop_step is not None:
+        fig.add_vline(
+            x=ex.loop_step,
+            line=dict(color=LOOP_COLOUR, dash="dash"),
+            annotation_text="loop starts",
+            annotation_font_color=LOOP_COLOUR,
+        )
+    fig.update_xaxes(title="decode step of the eviction")
+    fig.update_yaxes(title="evicted original position")
+    return _layout(
+        fig,
+        "Eviction timeline: which positions each eviction removed (select points to read them)",
+        height=400,
+        dragmode="select",
+    )
+
+
+def eviction_age(ex: data.Explorer) -> go.Figure:
+    ev = ex.events
+    fig = go.Figure(
+        go.Scatter(
+            x=ev["step"],
+            y=ev["median_age"],
+            mode="lines+markers",
+            marker=dict(size=4),
+            line=dict(color="#7b3294"),
+            name="median age",
+            hovertemplate="step %{x}: median age of the evicted %{y:.0f} steps<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="decode step of the eviction")
+    fig.update_yaxes(title="median age of evicted tokens", rangemode="tozero")
+    return _layout(fig, "How old are the tokens each eviction removes?", height=300)
+
+
+def overlap_chart(ov: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=ov["step"], y=ov["both"], stackgroup="one", name="held by both", line=dict(color="#5e3c99"))
+    )
+    fig.add_trace(
+        go.Scatter(x=ov["step"], y=ov["only_a"], stackgroup="one", name=f"only {label_a}", line=dict(color="#e66101"))
+    )
+    fig.add_trace(
+        go.Scatter(x=ov["step"], y=ov["only_b"], stackgroup="one", name=f"only {label_b}", line=dict(color="#b2abd2"))
+    )
+    fig.add_trace(
+        go.Scatter(x=ov["step"], y=ov["jaccard"], name="Jaccard", yaxis="y2", line=dict(color="#111", dash="dot"))
+    )
+    fig.update_layout(yaxis2=dict(overlaying="y", side="right", range=[0, 1], title="Jaccard", tickformat=".0%"))
+    fig.update_xaxes(title="decode step")
+    fig.update_yaxes(title="positions held")
+    return _layout(fig, "Which positions the two caches share", height=340)

@@ -1,0 +1,209 @@
+"""Compare: which methods keep accuracy at which budget (and at what memory, speed and fidelity)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, ui
+
+st.title("Compare methods")
+st.caption(
+    "Accuracy (pass@1 ± standard error over problems), repetition loops, fidelity to the full cache, "
+    "speed and KV memory for every method × budget × task in the results database."
+)
+
+
+def _page() -> None:
+    frame = data.results()
+    if frame.empty:
+        ui.empty(
+            "No results yet. Run a benchmark, e.g. `vase bench --task arith-chain --limit 4 "
+            "--methods full,vase,snapkv --budgets 64,128 --fidelity --trace full`, or submit a job on the "
+            "**Jobs** page; its runs appear here as their samples are stored."
+        )
+        return
+
+    # -- filters -------------------------------------------------------------------------------
+    models = sorted(frame["model"].unique())
+    default_source = st.session_state.pop("compare_source", None)
+    c1, c2 = st.columns([1, 3])
+    model = c1.selectbox("Model", models, key="compare_model")
+    at_model = frame[frame["model"] == model]
+    tasks = sorted(at_model["task"].unique())
+    chosen_tasks = c2.pills("Tasks", tasks, selection_mode="multi", default=tasks, key="compare_tasks")
+    methods = sorted(at_model["method"].unique())
+    chosen_methods = st.pills("Methods", methods, selection_mode="multi", default=methods, key="compare_methods")
+    c3, c4 = st.columns([2, 2])
+    budgets = ["full", *sorted({int(b) for b in at_model["budget"].dropna()})]
+    chosen_budgets = c3.pills(
+        "Budgets",
+        budgets,
+        selection_mode="multi",
+        default=budgets,
+        key="compare_budgets",
+        format_func=lambda b: "full cache" if b == "full" else str(b),
+    )
+    sources = sorted(at_model["source"].unique())
+    if default_source in sources:
+        st.session_state["compare_sources"] = [default_source]
+    chosen_sources = c4.pills(
+        "Source",
+        sources,
+        selection_mode="multi",
+        default=sources,
+        key="compare_sources",
+        help="CLI runs (`vase bench`) or API jobs.",
+    )
+    shown = data.filter_results(
+        frame,
+        models=[model],
+        tasks=chosen_tasks,
+        methods=chosen_methods,
+        budgets=chosen_budgets,
+        sources=chosen_sources,
+    )
+    if shown.empty:
+        ui.empty("No run matches these filters: widen them.")
+        return
+
+    # -- the table -----------------------------------------------------------------------------
+    st.subheader("Method × budget × task", divider="gray")
+    table = shown.copy()
+    table["budget"] = [ui.budget_text(b) for b in table["budget"]]
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        key="compare_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_order=[
+            "task",
+            "method",
+            "budget",
+            "accuracy",
+            "accuracy_se",
+            "loop_rate",
+            "kl_mean",
+            "top1_agreement",
+            "tokens_per_s",
+            "kv_mib",
+            "n_problems",
+            "n_samples",
+            "truncated_rate",
+            "mean_new_tokens",
+            "evictions",
+            "sparsity",
+            "pass_at_k",
+            "residual",
+            "source",
+            "run_id",
+        ],
+        column_config={
+            "task": st.column_config.TextColumn("task"),
+            "method": st.column_config.TextColumn(
+                "method", help="Parameters that differ from the defaults follow the colon."
+            ),
+            "budget": st.column_config.TextColumn("budget", help="KV pairs kept per layer and KV head."),
+            "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f", help="Mean pass@1 over problems."),
+            "accuracy_se": st.column_config.NumberColumn(
+                "± SE", format="%.1f", help="Standard error of the mean over problems."
+            ),
+            "loop_rate": st.column_config.NumberColumn(
+                "loops %", format="%.0f", help="Samples whose tail is a repetition loop."
+            ),
+            "kl_mean": st.column_config.NumberColumn(
+                "KL", format="%.4f", help="Mean per-token KL(full ‖ method), teacher-forced."
+            ),
+            "top1_agreement": st.column_config.NumberColumn(
+                "top-1 %", format="%.1f", help="Tokens whose argmax matches the full cache's."
+            ),
+            "tokens_per_s": st.column_config.NumberColumn("tok/s", format="%.1f"),
+            "kv_mib": st.column_config.NumberColumn("KV MiB", format="%.2f", help="Peak KV-cache memory."),
+            "n_problems": st.column_config.NumberColumn("problems"),
+            "n_samples": st.column_config.NumberColumn("samples"),
+            "truncated_rate": st.column_config.NumberColumn("truncated %", format="%.0f"),
+            "mean_new_tokens": st.column_config.NumberColumn("mean tokens", format="%.0f"),
+            "evictions": st.column_config.NumberColumn("evictions", format="%.1f"),
+            "sparsity": st.column_config.NumberColumn("kept / length", format="%.3f"),
+            "pass_at_k": st.column_config.TextColumn("pass@k %"),
+            "residual": st.column_config.NumberColumn("residual"),
+            "source": st.column_config.TextColumn("source"),
+            "run_id": st.column_config.NumberColumn("run"),
+        },
+    )
+    ui.downloads(shown.drop(columns=["method_name"]), "vase-results", key="compare_dl")
+    rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if rows:
+        picked = shown.iloc[rows[0]]
+        st.caption(f"Selected: **{picked['method']}** at budget {ui.budget_text(picked['budget'])} on {picked['task']}")
+        if st.button("Open its samples", icon=":material/article:", key="compare_open_samples"):
+            st.session_state["sample_run_id"] = int(picked["run_id"])
+            st.switch_page("views/sample.py")
+    else:
+        st.caption("Select a row to open its samples.")
+
+    # -- the plots -----------------------------------------------------------------------------
+    st.subheader("Accuracy vs budget and memory", divider="gray")
+    plot_tasks = sorted(shown["task"].unique())
+    task = st.selectbox("Task to plot", plot_tasks, key="compare_plot_task") if len(plot_tasks) > 1 else plot_tasks[0]
+    at_task = shown[shown["task"] == task]
+    overlay = st.toggle(
+        "Overlay the paper's published figures",
+        key="compare_overlay",
+        help="Accuracy of the VaSE paper (arXiv 2606.03928) for the same model and task; the project "
+        "keeps its own copy of those numbers.",
+    )
+    paper = None
+    if overlay:
+        paper = data.paper_overlay(model, task)
+        p_model, p_task = data.paper_match(model, task)
+        if paper.empty:
+            choices = data.paper_choices()
+            st.info(
+                f"The paper publishes no figures for **{model}** on **{task}** "
+                f"({'model ' + p_model if p_model else 'not one of its models'}; "
+                f"{'task ' + p_task if p_task else 'not one of its tasks'}). It reports "
+                f"{', '.join(choices['models'])} on {', '.join(choices['tasks'])}. Pick one of its tables to "
+                "show anyway:",
+                icon=":material/menu_book:",
+            )
+            o1, o2 = st.columns(2)
+            pm = o1.selectbox("Paper model", choices["models"], key="compare_paper_model")
+            pt = o2.selectbox("Paper task", choices["tasks"], key="compare_paper_task")
+            paper = data.paper_overlay(pm, pt)
+            st.caption(f"Showing the paper's {pm} / {pt} figures (dotted, ◇) beside {model} / {task}.")
+        else:
+            st.caption(f"Dotted lines (◇): the paper's {p_model} / {p_task} figures. {data.paper_source()}")
+    left, right = st.columns(2)
+    with left:
+        if at_task["budget"].notna().any() or (paper is not None and not paper.empty):
+            st.plotly_chart(ui.accuracy_vs_budget(at_task, paper, task), key="compare_acc_budget")
+        else:
+            ui.empty("Only the full cache ran on this task: there is no budget axis to plot.")
+    with right:
+        if at_task["kv_mib"].notna().any():
+            st.plotly_chart(ui.accuracy_vs_memory(at_task, task), key="compare_acc_memory")
+        else:
+            ui.empty("No KV-memory measurements for these runs.")
+    if at_task["budget"].notna().any():
+        l2, r2 = st.columns(2)
+        with l2:
+            st.plotly_chart(
+                ui.metric_vs_budget(
+                    at_task, "loop_rate", "Repetition loops vs budget", "samples in a loop (%)", percent=True
+                ),
+                key="compare_loops",
+            )
+        with r2:
+            if at_task["kl_mean"].notna().any():
+                st.plotly_chart(
+                    ui.metric_vs_budget(at_task, "kl_mean", "Fidelity: KL to the full cache", "mean KL"),
+                    key="compare_kl",
+                )
+            else:
+                ui.empty("Fidelity (KL, top-1 agreement) was not measured: bench with `--fidelity`.")
+
+
+with ui.guard("the comparison"):
+    _page()

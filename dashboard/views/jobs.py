@@ -1,0 +1,370 @@
+"""Jobs: what is queued and running (refreshing by itself), and a form that submits a job to the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, ui
+
+st.title("Jobs")
+
+STATUS_ICON = {
+    "queued": "… queued",
+    "running": "▸ running",
+    "succeeded": "✓ succeeded",
+    "failed": "✗ failed",
+    "cancelled": "■ cancelled",
+}
+
+
+def _jobs_table() -> pd.DataFrame | None:
+    c1, c2, c3 = st.columns([4, 1.3, 1.2])
+    statuses = c1.multiselect(
+        "Status",
+        data.job_statuses(),
+        default=[],
+        key="jobs_status",
+        placeholder="any status",
+        format_func=lambda s: STATUS_ICON.get(s, s),
+    )
+    auto = c2.toggle("Auto-refresh", value=True, key="jobs_autorefresh")
+    every = c3.selectbox(
+        "Every", [2, 5, 10, 30], index=1, key="jobs_every", format_func=lambda s: f"{s} s", disabled=not auto
+    )
+    holder: dict[str, Any] = {}
+
+    @st.fragment(run_every=every if auto else None)
+    def table() -> None:
+        with ui.guard("the jobs"):
+            frame, total = data.jobs(statuses or None)
+            holder["frame"] = frame
+            if frame.empty:
+                ui.empty(
+                    "No jobs" + (" with this status" if statuses else " yet") + ". Submit one below; "
+                    "`vase bench` runs from the command line appear on **Compare** without a job."
+                )
+                return
+            shown = frame.assign(
+                status=[STATUS_ICON.get(s, s) for s in frame["status"]],
+                id=[i[:8] for i in frame["id"]],
+                samples=[f"{d} / {t}" for d, t in zip(frame["done_samples"], frame["total_samples"], strict=True)],
+            )
+            st.dataframe(
+                shown,
+                hide_index=True,
+                width="stretch",
+                key="jobs_table",
+                column_order=[
+                    "id",
+                    "status",
+                    "progress",
+                    "samples",
+                    "failed_samples",
+                    "task",
+                    "methods",
+                    "budgets",
+                    "model",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "owner",
+                    "error",
+                ],
+                column_config={
+                    "id": st.column_config.TextColumn("job"),
+                    "progress": st.column_config.ProgressColumn(
+                        "progress", min_value=0.0, max_value=1.0, format="percent"
+                    ),
+                    "failed_samples": st.column_config.NumberColumn("failed"),
+                    "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+                    "started_at": st.column_config.DatetimeColumn("started", format="HH:mm:ss"),
+                    "finished_at": st.column_config.DatetimeColumn("finished", format="HH:mm:ss"),
+                },
+            )
+            st.caption(
+                f"{len(frame)} of {total} jobs"
+                + (", refreshing every " + f"{every} s" if auto else "")
+                + f" · database {data.database_label()}"
+            )
+
+    table()
+    return holder.get("frame")
+
+
+def _job_detail(frame: pd.DataFrame) -> None:
+    ids = list(frame["id"])
+    labels = {
+        r["id"]: f"{r['id'][:8]} · {STATUS_ICON.get(r['status'], r['status'])} · {r['task']} · {r['methods']}"
+        for _, r in frame.iterrows()
+    }
+    with st.expander("Job details", icon=":material/info:"):
+        job_id = st.selectbox("Job", ids, format_func=labels.get, key="jobs_detail")
+        if job_id is None:
+            return
+        job = data.job(job_id)
+        st.progress(
+            float(job.get("progress") or 0.0),
+            text=f"{job['done_samples']} of {job['total_samples']} samples · {job['status']}",
+        )
+        if job.get("error"):
+            st.error(f"Error: {job['error']}")
+        if job.get("status") in ("queued", "running"):
+            if job.get("cancel_requested"):
+                st.caption("Cancellation requested: its workers stop after the current sample.")
+            elif st.button("Cancel this job", icon=":material/cancel:", key="jobs_cancel"):
+                status = data.cancel_job(job_id)
+                st.toast(f"Job {job_id[:8]}: {status}")
+                st.rerun()
+        results = data.results(job_id)
+        if results.empty:
+            ui.empty("No sample of this job is stored yet.")
+        else:
+            st.dataframe(
+                results.assign(budget=[ui.budget_text(b) for b in results["budget"]]),
+                hide_index=True,
+                width="stretch",
+                column_order=[
+                    "task",
+                    "method",
+                    "budget",
+                    "accuracy",
+                    "accuracy_se",
+                    "loop_rate",
+                    "kl_mean",
+                    "top1_agreement",
+                    "n_samples",
+                ],
+                column_config={
+                    "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f"),
+                    "accuracy_se": st.column_config.NumberColumn("± SE", format="%.1f"),
+                    "loop_rate": st.column_config.NumberColumn("loops %", format="%.0f"),
+                    "top1_agreement": st.column_config.NumberColumn("top-1 %", format="%.1f"),
+                },
+            )
+            if st.button("Compare this job", icon=":material/leaderboard:", key="jobs_compare"):
+                st.session_state["compare_source"] = f"job {job_id[:8]}"
+                st.switch_page("views/compare.py")
+        st.json(job.get("spec") or {}, expanded=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# The submit form
+# ------------------------------------------------------------------------------------------------
+def _error(errors: dict[str, str], name: str) -> None:
+    if name in errors:
+        st.error(errors[name], icon=":material/error:")
+
+
+def _param_widget(method: str, name: str, default: Any, errors: dict[str, str]) -> tuple[Any, bool]:
+    """A widget for one method parameter; returns (value, changed from the default)."""
+    key = f"job_param_{method}_{name}"
+    if isinstance(default, bool):
+        value = st.checkbox(name, value=default, key=key)
+    elif isinstance(default, int):
+        value = int(st.number_input(name, value=default, step=1, key=key))
+    elif isinstance(default, float):
+        value = float(st.number_input(name, value=default, step=0.1, format="%.4g", key=key))
+    else:
+        raw = st.text_input(
+            name,
+            value="" if default is None else str(default),
+            key=key,
+            placeholder="default" if default is None else None,
+            help="Empty: the method's default. Numbers and true/false are read as JSON.",
+        )
+        value = data.parse_param(raw)
+    _error(errors, f"param:{method}:{name}")
+    return value, value != default
+
+
+def _submit_form() -> None:
+    st.subheader("Submit a job", divider="gray")
+    ok, message = data.api_status()
+    if not ok:
+        st.warning(f"**Cannot submit jobs right now.** {message}", icon=":material/cloud_off:")
+        return
+    st.caption(message)
+    methods = data.api_methods()
+    tasks = data.api_tasks()
+    by_name = {m["name"]: m for m in methods}
+    state = st.session_state.get("job_form_state") or {}
+    errors: dict[str, str] = state.get("errors", {})
+    if state.get("ok"):
+        st.success(
+            f"Job **{state['job_id']}** submitted: it appears in the list above as its workers pick it up.",
+            icon=":material/task_alt:",
+        )
+    elif state.get("message"):
+        st.error(state["message"], icon=":material/error:")
+    elif errors:
+        st.error("The API rejected the job: see the messages next to the fields.", icon=":material/error:")
+
+    names = list(by_name)
+    chosen = st.multiselect(
+        "Methods",
+        names,
+        default=[n for n in ("full", "vase") if n in names],
+        key="job_methods",
+        format_func=lambda n: f"{n} ({by_name[n].get('kind') or '?'})",
+        help="The full cache runs once, without a budget; every other method runs at every budget.",
+    )
+    _error(errors, "methods")
+    task_names = [t["name"] for t in tasks]
+    with st.form("job_form", border=True):
+        c1, c2, c3 = st.columns([2, 3, 1])
+        task = c1.selectbox(
+            "Task",
+            task_names,
+            index=task_names.index("arith-chain") if "arith-chain" in task_names else 0,
+            key="job_task",
+            format_func=lambda n: (
+                n + ("" if next((t for t in tasks if t["name"] == n), {}).get("offline") in (None, True) else " (hub)")
+            ),
+        )
+        with c1:
+            _error(errors, "task")
+        model = c2.text_input(
+            "Model",
+            value="",
+            placeholder="the service's default (embedded SmolLM2-135M)",
+            key="job_model",
+            help="A Hugging Face hub id, a folder on the workers, or embedded:smollm2-135m-instruct.",
+        )
+        with c2:
+            _error(errors, "model")
+        limit = c3.number_input("Problems", min_value=1, value=4, step=1, key="job_limit")
+        with c3:
+            _error(errors, "limit")
+
+        c1, c2, c3, c4 = st.columns(4)
+        budgets_text = c1.text_input(
+            "Budgets", value="128", key="job_budgets", help="Comma-separated KV budgets (multiples of the residual)."
+        )
+        with c1:
+            _error(errors, "budgets")
+        residual = c2.number_input(
+            "Residual",
+            min_value=1,
+            value=32,
+            step=1,
+            key="job_residual",
+            help="Recency window; evictions run every `residual` steps.",
+        )
+        with c2:
+            _error(errors, "residual")
+        max_new = c3.number_input("Max new tokens", min_value=1, value=256, step=32, key="job_max_new_tokens")
+        with c3:
+            _error(errors, "max_new_tokens")
+        samples = c4.number_input("Samples per problem", min_value=1, value=1, step=1, key="job_samples")
+        with c4:
+            _error(errors, "samples")
+
+        c1, c2, c3, c4 = st.columns(4)
+        trace = c1.selectbox(
+            "Eviction trace",
+            ["off", "summary", "full"],
+            index=2,
+            key="job_trace",
+            help="`full` records which positions every layer and head kept (for the cache explorer).",
+        )
+        with c1:
+            _error(errors, "trace")
+        fidelity = c2.checkbox("Fidelity (KL, top-1 vs full cache)", value=True, key="job_fidelity")
+        with c2:
+            _error(errors, "fidelity")
+        seeds = c3.number_input("Seed", min_value=0, value=0, step=1, key="job_seeds")
+        with c3:
+            _error(errors, "seeds")
+        decoding = c4.selectbox("Decoding", ["model default", "greedy", "sample"], key="job_decoding")
+        with c4:
+            _error(errors, "do_sample")
+
+        with st.expander("Sampling parameters (when sampling)"):
+            s1, s2, s3 = st.columns(3)
+            temperature = s1.text_input("Temperature", value="", placeholder="model default", key="job_temperature")
+            with s1:
+                _error(errors, "temperature")
+            top_p = s2.text_input("Top-p", value="", placeholder="model default", key="job_top_p")
+            with s2:
+                _error(errors, "top_p")
+            top_k = s3.text_input("Top-k", value="", placeholder="model default", key="job_top_k")
+            with s3:
+                _error(errors, "top_k")
+
+        params: dict[str, dict[str, Any]] = {}
+        with_params = [m for m in chosen if by_name.get(m, {}).get("params")]
+        if with_params:
+            st.markdown("**Method parameters** (defaults from `GET /v1/methods`)")
+            cols = st.columns(min(3, len(with_params)))
+            for i, m in enumerate(with_params):
+                with cols[i % len(cols)].container(border=True):
+                    st.markdown(f"`{m}`")
+                    params[m] = {}
+                    for name, default in by_name[m]["params"].items():
+                        value, changed = _param_widget(m, name, default, errors)
+                        if changed and value is not None:
+                            params[m][name] = value
+        submitted = st.form_submit_button("Submit job", type="primary", icon=":material/send:", key="job_submit")
+
+    if submitted:
+        new_errors: dict[str, str] = {}
+        try:
+            budgets = data.parse_budgets(budgets_text)
+        except ValueError as error:
+            new_errors["budgets"] = f"Budgets are integers separated by commas: {error}."
+            budgets = []
+        generation: dict[str, Any] = {}
+        if decoding != "model default":
+            generation["do_sample"] = decoding == "sample"
+        for name, raw, cast in (("temperature", temperature, float), ("top_p", top_p, float), ("top_k", top_k, int)):
+            if raw.strip():
+                try:
+                    generation[name] = cast(raw)
+                except ValueError:
+                    new_errors[name] = f"must be {'an integer' if cast is int else 'a number'}"
+        if not chosen:
+            new_errors["methods"] = "Choose at least one method."
+        payload = {
+            "task": task,
+            "model": model.strip() or None,
+            "limit": int(limit),
+            "budgets": budgets,
+            "residual": int(residual),
+            "samples": int(samples),
+            "seeds": int(seeds),
+            "max_new_tokens": int(max_new),
+            "fidelity": bool(fidelity),
+            "trace": trace,
+            "methods": [{"name": m, "params": params.get(m, {})} for m in chosen],
+        }
+        if generation:
+            payload["generation"] = generation
+        if new_errors:
+            st.session_state["job_form_state"] = {"errors": new_errors}
+        else:
+            try:
+                result = data.submit_job(payload)
+            except data.ApiUnavailable as error:
+                st.session_state["job_form_state"] = {"message": str(error)}
+            else:
+                st.session_state["job_form_state"] = {
+                    "ok": result.ok,
+                    "job_id": result.job_id,
+                    "errors": result.field_errors,
+                    "message": result.message,
+                }
+                if result.ok:
+                    st.session_state["jobs_last_payload"] = json.dumps(payload)
+        st.rerun()
+
+
+with ui.guard("the jobs"):
+    frame = _jobs_table()
+    if frame is not None and not frame.empty:
+        _job_detail(frame)
+with ui.guard("the job form"):
+    _submit_form()
