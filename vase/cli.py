@@ -253,10 +253,13 @@ def _progress(total: int, desc: str, unit: str = "tok"):
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
 
 
+from . import cli_service as _cli_service; _cli_service.register(app)  # noqa: E402
+from . import cli_dashboard as _cli_dashboard; _cli_dashboard.register(app)  # noqa: E402
+
+
 def main() -> None:  # pragma: no cover
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-from . import cli_dashboard as _cli_dashboard; _cli_dashboard.register(app)  # noqa: E402

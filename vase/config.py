@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     #: Base URL of the vase API, for the CLI and the dashboard.
     api_url: str = "http://127.0.0.1:8000"
-    #: Bearer token the API requires for writes (and reads if ``require_token_for_reads``). None: open.
+    #: Bearer token sent by the CLI and the dashboard. The API accepts it too, beside the tokens made
+    #: with ``vase token create``; writes always need one of them, reads only with
+    #: ``require_token_for_reads``.
     api_token: str | None = Field(default=None, repr=False)
     require_token_for_reads: bool = False
     #: The model a job uses when none is named.
@@ -49,6 +51,41 @@ class Settings(BaseSettings):
         repr=False,
         validation_alias=AliasChoices("VASE_HF_TOKEN", "HF_TOKEN", "hf_token"),
     )
+
+    # -- the job service (api/, worker/, vase/jobs.py) -------------------------------------------
+    #: Celery queue of GPU workers, and of CPU workers (which run small jobs on the embedded model).
+    queue_gpu: str = "vase.gpu"
+    queue_cpu: str = "vase.cpu"
+    #: A job on the embedded model goes to the CPU queue when samples x max_new_tokens is at most this.
+    cpu_job_max_tokens: int = Field(default=50_000, ge=0)
+    #: Problems per worker task: one task runs these problems across every run of the job.
+    chunk_problems: int = Field(default=4, ge=1)
+    #: Broker visibility timeout: above the longest task (an unacked message is redelivered after it).
+    visibility_timeout_s: int = Field(default=12 * 3600, ge=1)
+    #: A chunk's lease (and a job's heartbeat) expires after this many seconds without renewal; its
+    #: work is then handed to another worker.
+    stale_after_s: float = Field(default=120.0, gt=0)
+    #: How often workers look for lost work (jobs whose workers died, messages a broker lost).
+    recovery_interval_s: float = Field(default=30.0, gt=0)
+    #: How long a worker keeps retrying a database that went away before giving the chunk back.
+    worker_db_retry_s: float = Field(default=60.0, ge=0)
+    #: Attempts at a chunk that raises before the job is marked failed.
+    chunk_max_attempts: int = Field(default=3, ge=1)
+    #: Largest job accepted (problems x runs x samples).
+    max_job_samples: int = Field(default=1_000_000, ge=1)
+    #: Accept ``jsonl:PATH`` tasks over the API (they read files on the workers' disks).
+    allow_local_tasks: bool = False
+    #: Database connections the API keeps open.
+    api_db_pool_size: int = Field(default=20, ge=1)
+    #: GPUs a worker host runs on, e.g. ``0,1``: ``vase worker`` starts one process per GPU, each
+    #: pinned to its own (CUDA_VISIBLE_DEVICES). None: every visible GPU.
+    worker_gpus: str | None = None
+
+    @field_validator("database_url", "broker_url", "api_token", "hf_token", "worker_gpus", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `VAR=` in an env file (or compose's ${VAR:-}) means "not set", not "the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("home", mode="after")
     @classmethod

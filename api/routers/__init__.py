@@ -1,0 +1,1 @@
+"""The API's routers: thin, they validate, call ``vase`` and shape responses."""

@@ -1,0 +1,331 @@
+"""Request and response bodies of the API (pydantic v2); they are the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+JOB_STATUS = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+INT32 = 2**31 - 1
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def text(min_length: int = 0, max_length: int | None = None) -> Any:
+    """A string without NUL characters, of bounded length."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
+
+ParamValue = bool | int | float | Text | None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class MethodIn(_In):
+    name: text(1, 64) = Field(description="A method of `GET /v1/methods`, e.g. `vase`.",
+                       examples=["vase"])
+    params: dict[text(1, 64), ParamValue] = Field(
+        default_factory=dict, max_length=64,
+        description="The method's parameters (names and defaults in `GET /v1/methods`); unset ones keep "
+                    "their defaults.", examples=[{"n_large": 16}])
+
+
+class GenerationIn(_In):
+    do_sample: bool | None = Field(None, description="Sample (true) or decode greedily (false). Default: the "
+                                                     "model's generation config.")
+    temperature: float | None = Field(None, gt=0, le=100, description="Sampling temperature (> 0).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
+    top_k: int | None = Field(None, ge=0, le=1_000_000, description="Top-k sampling (0 disables it).")
+
+
+class JobCreate(_In):
+    """A benchmark job: a grid of methods x budgets on a task, every sample graded and stored."""
+
+    model: text(1, 512) | None = Field(
+        None,
+        description="A Hugging Face hub id, a folder on the workers, or `embedded:smollm2-135m-instruct`. "
+                    "Default: the service's default model (the embedded SmolLM2-135M-Instruct).")
+    task: text(1, 256) = Field(description="A task of `GET /v1/tasks`.",
+                       examples=["arith-chain"])
+    limit: int | None = Field(4, ge=1, le=1_000_000, description="Problems to run (the task's first ones); "
+                                                                 "null: all of them.")
+    task_seed: int = Field(0, ge=0, le=INT32, description="Seed of generated tasks (and shuffled choices).")
+    methods: list[MethodIn] = Field(
+        default_factory=lambda: [MethodIn(name="full"), MethodIn(name="vase")], min_length=1, max_length=32,
+        description="Cache methods with their parameters. The full cache runs once, without a budget.")
+    budgets: list[Annotated[int, Field(ge=1, le=INT32)]] = Field(
+        default_factory=lambda: [128], max_length=64,
+        description="KV budgets (pairs kept per layer and head); each eviction method runs at each. A budget "
+                    "must be a multiple of `residual` and greater than it.")
+    residual: int = Field(32, ge=1, le=INT32, description="Recency window; evictions run every `residual` steps.")
+    samples: int = Field(1, ge=1, le=1024, description="Samples per problem (pass@k uses them).")
+    seeds: int = Field(0, ge=0, le=INT32, description="Base seed. Sample i of problem p uses a seed derived from "
+                                                      "(seeds, p, i), the same under every method.")
+    generation: GenerationIn = Field(default_factory=GenerationIn, description="Sampling parameters.")
+    max_new_tokens: int = Field(256, ge=1, le=131_072, description="Tokens generated at most per sample.")
+    fidelity: bool = Field(False, description="Also measure KL and top-1 agreement against the full cache "
+                                              "(teacher-forced on its output).")
+    trace: Literal["off", "summary", "full"] = Field(
+        "off", description="Eviction traces: `summary` (per-layer counts and value statistics) or `full` "
+                           "(which positions each layer and head held at each step).")
+    attention_backend: Literal["auto", "sdpa", "flash", "eager"] = Field("auto", description="Attention kernel.")
+    queue: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="Worker pool. `auto`: small jobs on the embedded model go to CPU workers, the rest "
+                            "to GPU workers.")
+    chunk_size: int | None = Field(None, ge=1, le=10_000, description="Problems per worker task (default: the "
+                                                                      "service's `VASE_CHUNK_PROBLEMS`).")
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False,
+        json_schema_extra={"examples": [{
+            "task": "arith-chain", "limit": 1, "methods": [{"name": "full"}, {"name": "vase", "params": {"n_large": 16}}],
+            "budgets": [64], "residual": 16, "samples": 1, "max_new_tokens": 96,
+        }]},
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Responses
+# ------------------------------------------------------------------------------------------------
+class FieldError(BaseModel):
+    field: str = Field(description="Where: a body path (`methods[1].params.n_large`) or a parameter name.")
+    location: Literal["body", "query", "path", "header"] = "body"
+    rule: str = Field(description="The rule the value broke.")
+    value: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="A stable code: invalid_request, not_found, unauthorized, "
+                                   "database_unavailable, ...")
+    message: str = Field(description="What went wrong, for people.")
+    errors: list[FieldError] = Field(default_factory=list, description="Per field, for invalid requests.")
+
+
+class Progress(BaseModel):
+    total: int = Field(description="Samples the job will produce.")
+    done: int = Field(description="Samples stored so far.")
+    failed: int = Field(description="Samples given up on.")
+    remaining: int
+    fraction: float = Field(ge=0, le=1)
+
+
+class Timings(BaseModel):
+    created_at: datetime
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = Field(None, description="Last sign of life of a worker running the job.")
+    queued_s: float | None = Field(None, description="Seconds from submission to the first worker start.")
+    elapsed_s: float | None = Field(None, description="Seconds running (until now, or until it finished).")
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JOB_STATUS
+    model: str
+    task: str
+    owner: str | None = Field(None, description="Name of the API token that submitted it.")
+    progress: Progress
+    timings: Timings
+    error: str | None = None
+    cancel_requested: bool = False
+    queue: str | None = None
+    chunks: int | None = Field(None, description="Worker tasks the job is split into.")
+    spec: dict[str, Any] = Field(description="The job as stored (BenchSpec fields and the service's plan).")
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int = Field(description="Jobs matching the filters.")
+    limit: int
+    offset: int
+
+
+class ResultRow(BaseModel):
+    run_id: int
+    task: str | None = None
+    model: str | None = None
+    method: str = Field(description="Method label with its non-default parameters.")
+    method_name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget: int | None = None
+    residual: int | None = None
+    n_problems: int | None = None
+    n_samples: int | None = None
+    accuracy: float | None = None
+    accuracy_se: float | None = None
+    pass_at_k: dict[str, float] = Field(default_factory=dict)
+    loop_rate: float | None = None
+    truncated_rate: float | None = None
+    mean_new_tokens: float | None = None
+    kl_mean: float | None = None
+    top1_agreement: float | None = None
+    tokens_per_s: float | None = None
+    kv_bytes_peak: int | None = None
+    evictions: float | None = None
+    sparsity: float | None = None
+
+
+class ResultsOut(BaseModel):
+    job_id: str
+    status: JOB_STATUS
+    complete: bool = Field(description="True once the job succeeded: until then the rows are partial.")
+    rows: list[ResultRow]
+
+
+class SampleSummary(BaseModel):
+    id: int
+    run_id: int
+    method: str | None = None
+    budget: int | None = None
+    problem_id: str
+    sample_index: int
+    correct: bool | None = None
+    grade_status: str | None = None
+    new_tokens: int | None = None
+    truncated: bool | None = None
+    loop_detected: bool | None = None
+    kl_mean: float | None = None
+    top1_agreement: float | None = None
+    trace_level: str | None = None
+
+
+class SampleList(BaseModel):
+    items: list[SampleSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class Verdict(BaseModel):
+    correct: bool | None = None
+    status: str | None = Field(None, description="Grader status (graded, no_answer, ...).")
+    reason: str | None = None
+    extracted: str | None = Field(None, description="The answer extracted from the output.")
+    answer: str | None = Field(None, description="The gold answer.")
+
+
+class LoopSpan(BaseModel):
+    detected: bool | None = None
+    start: int | None = Field(None, description="Token index where the repetition loop starts.")
+    span: str | None = Field(None, description="The repeated text.")
+
+
+class RunRef(BaseModel):
+    id: int
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget: int | None = None
+    residual: int | None = None
+    model: str | None = None
+
+
+class TraceRef(BaseModel):
+    level: str
+    encoding: str | None = None
+    n_events: int | None = None
+    n_evicted: int | None = None
+    nbytes: int | None = None
+
+
+class SampleOut(BaseModel):
+    id: int
+    job_id: str | None = None
+    run: RunRef | None = None
+    problem_id: str
+    sample_index: int
+    seed: int | None = None
+    eviction_seed: int | None = None
+    prompt: str | None = None
+    output: str | None = None
+    thinking: str | None = None
+    answer_text: str | None = None
+    verdict: Verdict
+    loop: LoopSpan
+    metrics: dict[str, Any] = Field(description="new_tokens, truncated, tokens_per_s, kv_bytes_peak, evictions, "
+                                                "sparsity, kl_mean, top1_agreement, first_divergence, and the "
+                                                "sample's other measurements (generated token ids, ...).")
+    trace: TraceRef | None = None
+    created_at: datetime | None = None
+
+
+class HeldOut(BaseModel):
+    step: int = Field(description="Decode step (0: right after the prompt), clamped to the sample's last.")
+    positions: list[int] = Field(description="Original token positions the (layer, head) held after the step.")
+    count: int
+
+
+class EvictionEventOut(BaseModel):
+    step: int
+    evicted: list[int]
+
+
+class SurvivalOut(BaseModel):
+    values: list[list[float | None]] = Field(description="Fraction kept per (position bin, step bin); null: "
+                                                         "nothing written yet.")
+    position_edges: list[int]
+    step_edges: list[int]
+
+
+class HeadTrace(BaseModel):
+    layer: int
+    head: int
+    events: list[EvictionEventOut] = Field(description="Every eviction of this (layer, head): step and evicted "
+                                                       "positions.")
+    held: HeldOut | None = Field(None, description="With `step`: the cache content after that step.")
+    survival: SurvivalOut | None = Field(None, description="With `survival=true`: a down-sampled heatmap.")
+
+
+class TraceOut(BaseModel):
+    sample_id: int
+    level: str
+    encoding: str | None = None
+    n_events: int | None = None
+    n_evicted: int | None = None
+    nbytes: int | None = None
+    prompt_length: int | None = None
+    n_steps: int | None = None
+    num_layers: int | None = None
+    num_kv_heads: int | None = None
+    summary: dict[str, Any] | None = Field(None, description="Per-layer eviction counts and value statistics.")
+    head: HeadTrace | None = Field(None, description="With `layer` and `head` (full traces only).")
+
+
+class MethodOut(BaseModel):
+    name: str
+    kind: str = Field(description="none (full cache), eviction, or selection.")
+    stochastic: bool
+    description: str
+    params: dict[str, Any] = Field(description="Parameters and their defaults.")
+
+
+class TaskOut(BaseModel):
+    name: str
+    offline: bool = Field(description="Runs without network access.")
+    size: int | None = None
+    description: str = ""
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class CheckOut(BaseModel):
+    ok: bool
+    detail: str
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    mode: Literal["embedded", "celery"]
+    checks: dict[str, CheckOut]

@@ -1,0 +1,206 @@
+"""POST /v1/jobs: bad input is a 422 naming the field and the rule, and nothing is stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from .conftest import SMALL_JOB
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def job(**changes):
+    body = {**SMALL_JOB, **changes}
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+INVALID = [
+    ("unknown task", job(task="no-such-task"), "task", "unknown task"),
+    ("task missing", job(task=...), "task", "required"),
+    ("local files", job(task="jsonl:/etc/passwd?question=a&answer=b"), "task", "disabled"),
+    ("limit zero", job(limit=0), "limit", "greater than or equal to 1"),
+    ("limit as text", job(limit="3"), "limit", "valid integer"),
+    ("no methods", job(methods=[]), "methods", "at least 1"),
+    ("unknown method", job(methods=[{"name": "full"}, {"name": "nope"}]), "methods[1].name", "must be one of"),
+    ("param of wrong type", job(methods=[{"name": "vase", "params": {"n_large": "many"}}]),
+     "methods[0].params.n_large", "must be an integer"),
+    ("unknown param", job(methods=[{"name": "vase", "params": {"bogus": 1}}]), "methods[0].params.bogus",
+     "is not a parameter of method 'vase'"),
+    ("n_large too large", job(methods=[{"name": "vase", "params": {"n_large": 48}}]), "methods[0].params.n_large",
+     "must be < budget - residual"),
+    ("duplicate method", job(methods=[{"name": "vase"}, {"name": "vase", "params": {"n_sink": 4}}]), "methods[1]",
+     "repeats methods[0]"),
+    ("budget not multiple", job(budgets=[64, 60]), "budgets[1]", "multiple of residual (16)"),
+    ("budget not above residual", job(budgets=[16]), "budgets[0]", "greater than residual (16)"),
+    ("budget repeated", job(budgets=[64, 64]), "budgets[1]", "must not repeat"),
+    ("no budgets", job(budgets=[]), "budgets", "at least one budget"),
+    ("budget negative", job(budgets=[-64]), "budgets[0]", "greater than or equal to 1"),
+    ("residual zero", job(residual=0), "residual", "greater than or equal to 1"),
+    ("samples zero", job(samples=0), "samples", "greater than or equal to 1"),
+    ("seed negative", job(seeds=-1), "seeds", "greater than or equal to 0"),
+    ("no new tokens", job(max_new_tokens=0), "max_new_tokens", "greater than or equal to 1"),
+    ("temperature zero", job(generation={"temperature": 0}), "generation.temperature", "greater than 0"),
+    ("top_p above one", job(generation={"top_p": 1.5}), "generation.top_p", "less than or equal to 1"),
+    ("trace level", job(trace="verbose"), "trace", "'off', 'summary' or 'full'"),
+    ("fidelity not bool", job(fidelity="yes"), "fidelity", "valid boolean"),
+    ("unknown field", job(budget=64), "budget", "not a field"),
+    ("empty model", job(model=""), "model", "at least 1 character"),
+    ("NUL in task", job(task="arith\x00chain"), "task", "NUL"),
+    ("flash on cpu", job(queue="cpu", attention_backend="flash"), "attention_backend", "needs a GPU worker"),
+]
+
+
+def _nothing_stored(client, store, redis_url):
+    assert store.list_jobs()[1] == 0
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert [k for k in r.keys("*") if not k.startswith(b"_kombu")] == []
+    finally:
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def refusing(module_app):
+    """(client, store, auth, broker URL) of one app shared by the refused requests below."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(module_app)
+    service = module_app.state.service
+    yield client, service.store, {"Authorization": f"Bearer {module_app.state.test_token}"}, \
+        service.settings.broker_url
+
+
+@pytest.mark.parametrize("name,body,field,rule", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_job_is_422_naming_the_field(refusing, name, body, field, rule):
+    client, store, auth, redis_url = refusing
+    r = client.post("/v1/jobs", json=body, headers=auth)
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert out["error"] == "invalid_request"
+    fields = [e["field"] for e in out["errors"]]
+    assert field in fields, out
+    error = out["errors"][fields.index(field)]
+    assert rule in error["rule"], error
+    assert out["message"].startswith(f"{field}: ") or f"{field}: " in out["message"]
+    _nothing_stored(client, store, redis_url)
+
+
+def test_body_that_is_not_json(refusing):
+    client, store, auth, redis_url = refusing
+    r = client.post("/v1/jobs", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert "JSON" in r.json()["message"]
+    _nothing_stored(client, store, redis_url)
+
+
+def test_job_too_large(client, store, auth, redis_url, monkeypatch):
+    client.app.state.service.settings.max_job_samples = 10
+    r = client.post("/v1/jobs", json=job(limit=6, samples=1), headers=auth)  # 6 problems x 2 runs = 12
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "samples"
+    assert "at most 10" in r.json()["message"]
+    _nothing_stored(client, store, redis_url)
+
+
+def test_smallest_body_is_accepted_and_stored_before_it_is_queued(client, store, auth, redis_url):
+    r = client.post("/v1/jobs", json=SMALL_JOB, headers=auth)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{out['id']}"
+    assert out["status"] == "queued" and out["owner"] == "tester"
+    assert out["model"] == "embedded:smollm2-135m-instruct"  # the default
+    assert out["progress"] == {"total": 2, "done": 0, "failed": 0, "remaining": 2, "fraction": 0.0}
+    assert out["queue"] == "vase.cpu" and out["chunks"] == 1
+    assert out["spec"]["seed"] == 0 and out["spec"]["max_new_tokens"] == 96
+    # in the database, and its one chunk on the CPU queue
+    assert store.get_job(out["id"])["status"] == "queued"
+    r = redis.Redis.from_url(redis_url)
+    try:
+        (message,) = r.lrange("vase.cpu", 0, -1)
+        headers = json.loads(message)["headers"]
+        assert headers["task"] == "vase.run_chunk"
+        assert json.loads(message)["body"]  # [job_id, chunk] (base64 json)
+        assert r.exists(f"vase:job:{out['id']}:q:0")
+    finally:
+        r.close()
+
+
+def test_defaults_and_routing(client, auth):
+    r = client.post("/v1/jobs", json={"task": "arith-chain"}, headers=auth)
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert [m["name"] for m in spec["methods"]] == ["full", "vase"]
+    assert spec["budgets"] == [128] and spec["residual"] == 32 and spec["limit"] == 4
+    assert spec["max_new_tokens"] == 256 and spec["trace"] == "off"
+    # 4 problems x 2 runs x 256 tokens fits the CPU queue; a hub model never does
+    assert r.json()["queue"] == "vase.cpu"
+    r = client.post("/v1/jobs", json={"task": "arith-chain", "model": "Qwen/Qwen3-8B"}, headers=auth)
+    assert r.status_code == 201 and r.json()["queue"] == "vase.gpu"
+    r = client.post("/v1/jobs", json={"task": "arith-chain", "queue": "gpu", "limit": None, "chunk_size": 8},
+                    headers=auth)
+    assert r.status_code == 201
+    assert r.json()["chunks"] == 7 and r.json()["progress"]["total"] == 100  # 50 problems, 2 runs
+
+
+def test_reads(client, auth):
+    ids = [client.post("/v1/jobs", json=job(limit=i), headers=auth).json()["id"] for i in (1, 2, 3)]
+    client.post("/v1/jobs", json=job(task="count-items"), headers=auth)
+    r = client.get("/v1/jobs", params={"task": "arith-chain", "limit": 2})
+    assert r.status_code == 200
+    out = r.json()
+    assert out["total"] == 3 and [j["id"] for j in out["items"]] == ids[::-1][:2]
+    assert client.get("/v1/jobs", params={"task": "arith-chain", "offset": 2}).json()["items"][0]["id"] == ids[0]
+    assert client.get("/v1/jobs", params={"status": "running"}).json()["total"] == 0
+    assert client.get("/v1/jobs", params={"status": "queued"}).json()["total"] == 4
+    r = client.get("/v1/jobs", params={"status": "bogus"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "status"
+    assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
+    got = client.get(f"/v1/jobs/{ids[1]}").json()
+    assert got["progress"]["total"] == 4 and got["timings"]["started_at"] is None
+    # unknown ids are 404s
+    for path in ("/v1/jobs/0123456789abcdef0123456789abcdef", "/v1/jobs/nope/results", "/v1/jobs/nope/samples",
+                 "/v1/samples/999999", "/v1/samples/999999/trace"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.json()["error"] == "not_found"
+    assert client.post("/v1/jobs/nope/cancel", headers=auth).status_code == 404
+    assert client.get("/v1/samples/abc").status_code == 422
+    # results of a job not started: no rows yet
+    r = client.get(f"/v1/jobs/{ids[0]}/results")
+    assert r.status_code == 200 and r.json() == {"job_id": ids[0], "status": "queued", "complete": False, "rows": []}
+    assert client.get(f"/v1/jobs/{ids[0]}/results", params={"format": "csv"}).text.startswith("run_id,task,")
+
+
+def test_cancel_a_queued_job(client, auth):
+    job_id = client.post("/v1/jobs", json=SMALL_JOB, headers=auth).json()["id"]
+    r = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
+    assert client.get("/v1/jobs", params={"status": "cancelled"}).json()["total"] == 1
+
+
+def test_catalog_and_probes(client):
+    methods = {m["name"]: m for m in client.get("/v1/methods").json()}
+    assert methods["full"]["kind"] == "none" and methods["vase"]["params"]["n_sink"] == 4
+    tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
+    assert tasks["arith-chain"]["offline"] is True and tasks["gsm8k"]["offline"] is False
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["mode"] == "celery" and ready.json()["checks"]["broker"]["ok"] is True
+
+
+def test_plan_counts_without_a_model():
+    from vase.jobs import JobInvalid, plan_job
+
+    plan = plan_job({"task": "arith-chain", "limit": 5, "samples": 3, "fidelity": True, "chunk_size": 2,
+                     "methods": [{"name": "vase"}, {"name": "snapkv"}], "budgets": [64, 128], "residual": 16})
+    # fidelity adds the full cache: (2 methods x 2 budgets + full) x 5 problems x 3 samples
+    assert plan.n_runs == 5 and plan.total_samples == 75 and plan.n_chunks == 3
+    assert plan.spec.runs()[0].method == "full"
+    with pytest.raises(JobInvalid) as err:
+        plan_job({"task": "livecodebench-v6-medium", "limit": None})
+    assert err.value.field == "limit"
