@@ -40,6 +40,9 @@ HEATMAP_POSITIONS = 200
 HEATMAP_STEPS = 240
 MAX_SCATTER_POINTS = 6000
 MAX_CURVE_POINTS = 400
+#: The value-magnitude histograms of a trace summary (vase.traces.magnitude_histogram): log bins,
+#: 32 per decade from 1e-6 to 1e6, as recorded.
+MAG_BINS_PER_DECADE = 32
 API_TIMEOUT_S = 10.0
 
 
@@ -786,13 +789,88 @@ class TraceInfo:
     n_evicted: int
     nbytes: int
     magnitudes: pd.DataFrame  # per layer: kept/evicted n, mean, p50, p99, max
+    # per layer: the kept/evicted value-magnitude histograms (HISTOGRAM_COLUMNS), from the first to
+    # the last non-empty bin; empty for traces recorded before trace summaries kept histograms
+    histograms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HISTOGRAM_COLUMNS))
 
     @property
     def has_full(self) -> bool:
         return self.level == "full"
 
+    def histogram(self, layer: int, per_decade: int = MAG_BINS_PER_DECADE) -> pd.DataFrame:
+        """The kept and evicted histograms of one layer (HISTOGRAM_COLUMNS; empty when the trace has
+        none), re-binned to ``per_decade`` bins per decade (a divisor of 32, the recorded resolution)."""
+        h = self.histograms
+        if not len(h):
+            return h
+        h = h[h["layer"] == int(layer)].reset_index(drop=True)
+        if h.empty or per_decade >= MAG_BINS_PER_DECADE:
+            return h
+        return _coarsen(h, int(per_decade))
+
 
 MAGNITUDE_COLUMNS = ["layer", "group", "n", "mean", "p50", "p99", "max"]
+#: A bin holds the magnitudes in (bin_lo, bin_hi]; share = count / the group's tokens in the layer.
+#: Bins run over the range the trace saw, empty ones inside it included.
+HISTOGRAM_COLUMNS = ["layer", "group", "bin_lo", "bin_hi", "count", "share"]
+
+
+def _coarsen(h: pd.DataFrame, per_decade: int) -> pd.DataFrame:
+    """Merge the recorded log bins (1e-6 .. 1e6, 32 per decade, plus the two open-ended ones) into
+    ``per_decade`` bins per decade on the same grid; the open-ended bins stay as they are."""
+    if per_decade < 1 or MAG_BINS_PER_DECADE % per_decade:
+        raise ValueError(f"per_decade must divide {MAG_BINS_PER_DECADE}, got {per_decade}")
+    factor = MAG_BINS_PER_DECADE // per_decade
+    n_regular = 12 * MAG_BINS_PER_DECADE
+    k = np.rint((np.log10(h["bin_hi"].to_numpy(float)) + 6.0) * MAG_BINS_PER_DECADE).astype(np.int64)
+    regular = (k >= 1) & (k <= n_regular)
+    g = (k - 1) // factor
+    lo = np.where(regular, 10.0 ** (g * factor / MAG_BINS_PER_DECADE - 6.0), h["bin_lo"].to_numpy(float))
+    hi = np.where(
+        regular,
+        10.0 ** (np.minimum((g + 1) * factor, n_regular) / MAG_BINS_PER_DECADE - 6.0),
+        h["bin_hi"].to_numpy(float),
+    )
+    out = (
+        h.assign(bin_lo=lo, bin_hi=hi)
+        .groupby(["layer", "group", "bin_lo", "bin_hi"], sort=False, as_index=False)[["count", "share"]]
+        .sum()
+        .sort_values(["group", "bin_lo"], kind="stable")
+        .reset_index(drop=True)
+    )
+    return out[HISTOGRAM_COLUMNS]
+
+
+def _histograms(layers: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-layer kept/evicted histograms of a trace summary as one long frame."""
+    from vase.traces import magnitude_histogram
+
+    parts = []
+    for layer in layers:
+        for group, key in (("kept", "kept_magnitude"), ("evicted", "evicted_magnitude")):
+            try:
+                lo, hi, counts = magnitude_histogram(layer.get(key))
+            except (ValueError, TypeError, AttributeError) as e:
+                log.warning("trace layer %s: unreadable %s histogram (%s)", layer.get("layer"), group, e)
+                continue
+            total = int(counts.sum())
+            if total <= 0:
+                continue
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer.get("layer"),
+                        "group": group,
+                        "bin_lo": lo,
+                        "bin_hi": hi,
+                        "count": counts,
+                        "share": counts / total,
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=HISTOGRAM_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[HISTOGRAM_COLUMNS]
 
 
 def trace_info(sample_id: int) -> TraceInfo:
@@ -823,6 +901,7 @@ def trace_info(sample_id: int) -> TraceInfo:
         n_evicted=int(meta_row.get("n_evicted") or 0),
         nbytes=int(meta_row.get("nbytes") or 0),
         magnitudes=pd.DataFrame(mags, columns=MAGNITUDE_COLUMNS),
+        histograms=_histograms(meta.get("layers") or []),
     )
 
 

@@ -410,18 +410,23 @@ def cache_heatmap(ex: data.Explorer, title: str, height: int = 560, show_scale: 
     return _layout(fig, title, height=height)
 
 
-def _log_axis(fig: go.Figure, values: list[float], title: str) -> None:
-    """A log y axis labelled at 1-2-5 steps (full numbers, not mantissas)."""
+def _log_axis(
+    fig: go.Figure, values: list[float], title: str, axis: str = "y", fmt: Any = "{:g}".format, slack: float = 1.5
+) -> None:
+    """A log y (or x) axis labelled at 1-2-5 steps (full numbers, not mantissas)."""
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
     vals = [float(v) for v in values if v is not None and not pd.isna(v) and float(v) > 0]
     if not vals:
-        fig.update_yaxes(title=title, type="log")
+        update(title=title, type="log")
         return
     lo, hi = min(vals), max(vals)
     ticks = [
         m * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)
     ]
-    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5] or [lo, hi]
-    fig.update_yaxes(title=title, type="log", tickvals=inside, ticktext=[f"{t:g}" for t in inside])
+    inside = [t for t in ticks if lo / slack <= t <= hi * slack] or [lo, hi]
+    if len(inside) > 10:  # a wide range: decades only
+        inside = [t for t in inside if f"{t:.0e}".startswith("1")] or inside
+    update(title=title, type="log", tickvals=inside, ticktext=[fmt(t) for t in inside])
 
 
 def magnitude_bars(mags: pd.DataFrame, layer: int) -> go.Figure:
@@ -444,6 +449,87 @@ def magnitude_bars(mags: pd.DataFrame, layer: int) -> go.Figure:
         )
     _log_axis(fig, [v for t in fig.data for v in t.y], "value range (max − min over head_dim)")
     return _layout(fig, f"Value magnitude of kept vs evicted tokens · layer {layer}", height=340, barmode="group")
+
+
+def _share_text(v: float) -> str:
+    return f"{v * 100:.2g}%" if v < 0.01 else f"{v * 100:.0f}%"
+
+
+def magnitude_distribution(
+    hist: pd.DataFrame, layer: int, mags: pd.DataFrame | None = None, log_share: bool = True
+) -> go.Figure:
+    """Overlaid histograms of the value magnitudes of the kept and of the evicted tokens of one layer:
+    the share of each group's tokens per (log-spaced) bin of value range; ``hist`` is
+    ``TraceInfo.histogram(layer)``. ``log_share``: a log y axis, so the rare large-value tokens of
+    the right tail stay visible next to the bulk. Dotted lines: each group's largest value."""
+    fig = go.Figure()
+    shares = hist["share"][hist["count"] > 0] if len(hist) else pd.Series(dtype=float)
+    floor = 0.0
+    if log_share and len(shares):
+        floor = 10.0 ** math.floor(math.log10(float(shares.min())) - 0.3)
+    x_values: list[float] = []
+    for group, col, fill in (
+        ("kept", KEPT_COLOUR, "rgba(33,102,172,0.30)"),
+        ("evicted", EVICTED_COLOUR, "rgba(224,130,20,0.35)"),
+    ):
+        g = hist[hist["group"] == group].sort_values("bin_lo") if len(hist) else hist
+        if g.empty or int(g["count"].sum()) == 0:
+            continue
+        lo, hi = g["bin_lo"].to_numpy(float), g["bin_hi"].to_numpy(float)
+        share = g["share"].to_numpy(float)
+        shown = np.where(share > 0, share, floor) if log_share else share
+        n = int(g["count"].sum())
+        name = f"{group} (n={n:,})"
+        if mags is not None and len(mags):
+            row = mags[(mags["layer"] == layer) & (mags["group"] == group)]
+            top = row["max"].iloc[0] if len(row) else None
+            if top is not None and not pd.isna(top):
+                name = f"{group} (n={n:,}, max {float(top):.3g})"
+                fig.add_vline(x=float(top), line=dict(color=col, width=1.5, dash="dot"))
+        # a closed step outline: up at the first bin's lower edge, along each bin, down at the last
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([[lo[0]], lo, [hi[-1], hi[-1]]]),
+                y=np.concatenate([[floor], shown, [shown[-1], floor]]),
+                mode="lines",
+                line=dict(color=col, width=1.5, shape="hv"),
+                fill="toself",
+                fillcolor=fill,
+                name=name,
+                legendgroup=group,
+                hoverinfo="skip",
+            )
+        )
+        has = g["count"].to_numpy() > 0
+        fig.add_trace(
+            go.Scatter(
+                x=np.sqrt(lo * hi)[has],
+                y=shown[has],
+                mode="markers",
+                marker=dict(color=col, size=6, opacity=0),
+                showlegend=False,
+                legendgroup=group,
+                customdata=np.column_stack([lo[has], hi[has], g["count"].to_numpy()[has], share[has] * 100]),
+                hovertemplate=f"{group}: %{{customdata[2]:,}} tokens (%{{customdata[3]:.2g}} %)"
+                "<br>value range %{customdata[0]:.3g} – %{customdata[1]:.3g}<extra></extra>",
+            )
+        )
+        x_values += [float(lo[0]), float(hi[-1])]
+    _log_axis(fig, x_values, "value range (max − min over head_dim), log scale", axis="x", slack=1.0)
+    if x_values:  # the bins' span and a little air (log axis ranges are in decades)
+        left, right = math.log10(min(x_values)), math.log10(max(x_values))
+        pad = 0.04 * max(right - left, 0.1)
+        fig.update_xaxes(range=[left - pad, right + pad])
+    if log_share:
+        _log_axis(
+            fig,
+            [floor * 1.5, float(shares.max()) if len(shares) else 1.0],
+            "share of the group's tokens",
+            fmt=_share_text,
+        )
+    else:
+        fig.update_yaxes(title="share of the group's tokens", tickformat=".0%", rangemode="tozero")
+    return _layout(fig, f"Value-magnitude distribution: kept vs evicted · layer {layer}", height=340)
 
 
 def magnitude_by_layer(mags: pd.DataFrame, layer: int) -> go.Figure:

@@ -21,6 +21,7 @@ from vase.traces import (
     eviction_step,
     eviction_timeline,
     held_positions,
+    magnitude_histogram,
     survival_matrix,
     trace_info,
     varint_decode,
@@ -252,6 +253,65 @@ def test_summary_stats(small):
     assert record_["n_evicted"] == summ["n_evicted"] and record_["meta"]["layers"][1] == layer
     info = trace_info(record_["data"])
     assert info["n_evicted"] == summ["n_evicted"] and info["num_layers"] == 3
+
+
+def test_magnitude_histogram_roundtrip(small):
+    import json
+
+    from vase.traces import _MAG_EDGES
+
+    # known magnitudes: the geometric middle of a few regular bins, plus both open-ended bins
+    def mid(b):  # the geometric middle of regular bin b: well inside it
+        return float(np.sqrt(_MAG_EDGES[b - 1] * _MAG_EDGES[b]))
+
+    evicted = np.array([[mid(100), mid(100), mid(150), 0.0, 1e-7],
+                        [mid(200), mid(200), mid(200), 1e7, np.nan]], dtype=np.float32)
+    kept = np.full((2, 3), mid(190), dtype=np.float32)
+    rec = TraceRecorder("summary", 2, 2)
+    rec(EvictionEvent(row=0, layer=1, logical_length=20, prompt_length=10, residual=2,
+                      kept_positions=torch.tensor([[0, 1, 2], [0, 1, 2]]),
+                      evicted_positions=torch.tensor([[3, 4, 5, 6, 7], [3, 4, 5, 6, 7]]),
+                      kept_scores=None, kept_magnitude=torch.from_numpy(kept),
+                      evicted_magnitude=torch.from_numpy(evicted)))
+    meta = json.loads(json.dumps(rec.record_for(0, new_tokens=11)["meta"]))  # what the store keeps
+    ev = meta["layers"][1]["evicted_magnitude"]
+    assert ev["hist"]["first_bin"] == 0 and len(ev["hist"]["counts"]) == len(_MAG_EDGES) + 1  # 0 .. overflow
+    assert all(isinstance(c, int) for c in ev["hist"]["counts"])
+    lo, hi, counts = magnitude_histogram(ev)
+    assert counts.sum() == ev["n"] == 9  # NaN carries no statistics
+    assert dict(zip(np.flatnonzero(counts).tolist(), counts[counts > 0].tolist())) == {
+        0: 2, 100: 2, 150: 1, 200: 3, len(_MAG_EDGES): 1}
+    for v in (mid(100), mid(150), mid(200)):
+        assert counts[(lo < v) & (v <= hi)].tolist() in ([2], [1], [3])
+    # the open-ended bins (zero and 1e-7; 1e7) get finite display edges one bin wide
+    assert np.all(lo < hi) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
+    assert lo[0] > 0 and hi[0] == pytest.approx(1e-6) and lo[-1] == pytest.approx(1e6)
+    np.testing.assert_allclose(hi[1:101] / lo[1:101], 10 ** (1 / 32))  # regular bins: 32 per decade
+    km = meta["layers"][1]["kept_magnitude"]
+    assert km["hist"] == {"first_bin": 190, "counts": [6]}  # trimmed to the non-empty bins
+    lo, hi, counts = magnitude_histogram(km["hist"])  # the hist entry itself works too
+    assert lo[0] < mid(190) <= hi[0] and counts.tolist() == [6]
+    # a layer without events, and statistics written before histograms were stored
+    assert meta["layers"][0]["kept_magnitude"]["hist"] is None
+    for old in (meta["layers"][0]["kept_magnitude"], {k: v for k, v in ev.items() if k != "hist"}, None, {}):
+        assert all(a.size == 0 for a in magnitude_histogram(old))
+    with pytest.raises(ValueError):
+        magnitude_histogram({"first_bin": len(_MAG_EDGES), "counts": [1, 2]})
+
+    # the simulated trace: every layer's histograms hold exactly its n magnitudes, bin by bin
+    sim, rec_ = small
+    summ = rec_.row(0).summary()
+    for layer in summ["layers"]:
+        for key in ("kept_magnitude", "evicted_magnitude"):
+            _, _, c = magnitude_histogram(layer[key])
+            assert c.sum() == layer[key]["n"] > 0
+    rows = slice(1 * sim.heads, 2 * sim.heads)
+    evicted_mag = sim.importance[rows][sim.death[rows] >= 0].clip(0, 1e3).astype(np.float32)
+    truth = np.bincount(np.searchsorted(_MAG_EDGES, evicted_mag), minlength=len(_MAG_EDGES) + 1)
+    h = summ["layers"][1]["evicted_magnitude"]["hist"]
+    assert h["counts"] == truth[h["first_bin"]: h["first_bin"] + len(h["counts"])].tolist()
+    assert truth.sum() == sum(h["counts"])
+    assert len(json.dumps(summ)) < 20_000  # trimmed: the meta stays small
 
 
 def test_summary_level_and_off():

@@ -208,16 +208,48 @@ class _MagStats:
         self.total += float(m.sum(dtype=np.float64))
         self.max = max(self.max, float(m.max()))
 
-    def stats(self) -> dict[str, float | int | None]:
+    def stats(self) -> dict[str, Any]:
+        """n, mean, p50, p99, max and ``hist``: the histogram trimmed to its non-empty bins,
+        ``{"first_bin": i, "counts": [...]}`` (bin ``i`` of the full histogram first; read it with
+        :func:`magnitude_histogram`); None when nothing was recorded."""
         if self.n == 0:
-            return {"n": 0, "mean": None, "p50": None, "p99": None, "max": None}
+            return {"n": 0, "mean": None, "p50": None, "p99": None, "max": None, "hist": None}
+        nz = np.flatnonzero(self.hist)
+        lo, hi = int(nz[0]), int(nz[-1])
         return {
             "n": self.n,
             "mean": self.total / self.n,
             "p50": _hist_quantile(self.hist, 0.50, self.max),
             "p99": _hist_quantile(self.hist, 0.99, self.max),
             "max": self.max,
+            "hist": {"first_bin": lo, "counts": [int(c) for c in self.hist[lo : hi + 1]]},
         }
+
+
+def magnitude_histogram(stats: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edges_lo, edges_hi, counts)`` of the value-magnitude histogram in a summary's
+    ``kept_magnitude`` / ``evicted_magnitude`` statistics (or in their ``hist`` entry itself).
+
+    Bins are 32 per decade from 1e-6 to 1e6; a bin holds the magnitudes in ``(lo, hi]``. The two
+    open-ended bins get finite display edges one bin width wide: the underflow bin (magnitudes
+    ``<= 1e-6``, zeros included) is drawn as ``(1e-6 / step, 1e-6]``, the overflow bin (``> 1e6``) as
+    ``(1e6, 1e6 * step]``. Statistics without a histogram (none recorded, or a trace written
+    before histograms were stored) give three empty arrays. Raises ValueError on a malformed one.
+    """
+    empty = (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    if not stats:
+        return empty
+    hist = stats if "counts" in stats else stats.get("hist")
+    if not hist or not hist.get("counts"):
+        return empty
+    first = int(hist.get("first_bin", 0))
+    counts = np.asarray(hist["counts"], dtype=np.int64)
+    if counts.ndim != 1 or first < 0 or first + counts.size > _MAG_NBINS or (counts < 0).any():
+        raise ValueError(f"malformed magnitude histogram (first_bin {first}, {counts.size} counts)")
+    step = _MAG_EDGES[1] / _MAG_EDGES[0]
+    bounds = np.concatenate([[_MAG_EDGES[0] / step], _MAG_EDGES, [_MAG_EDGES[-1] * step]])
+    idx = np.arange(first, first + counts.size)
+    return bounds[idx], bounds[idx + 1], counts
 
 
 def _to_numpy(t: Any, dtype: Any) -> np.ndarray | None:
@@ -816,6 +848,7 @@ __all__ = [
     "eviction_step",
     "eviction_timeline",
     "held_positions",
+    "magnitude_histogram",
     "survival_matrix",
     "trace_info",
     "varint_decode",

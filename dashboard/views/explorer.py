@@ -59,20 +59,50 @@ def _pick_sample() -> int | None:
     return c4.selectbox("Sample", list(names), format_func=names.get, key="explorer_sample")
 
 
-def _magnitudes(info: data.TraceInfo, layer: int) -> None:
+MAG_BINS = {4: "4 per decade", 8: "8 per decade", 16: "16 per decade", 32: "32 per decade (as recorded)"}
+
+
+def _magnitudes(info: data.TraceInfo, layer: int, per_decade: int = 8) -> None:
     if info.magnitudes.empty or info.magnitudes["n"].fillna(0).sum() == 0:
         ui.empty("The trace holds no value-magnitude statistics (the method evicted nothing, or reports none).")
         return
+    hist = info.histogram(layer, per_decade)
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(ui.magnitude_bars(info.magnitudes, layer), key="explorer_mag_bars")
+        if len(hist):
+            log_share = st.session_state.get("explorer_mag_log", True)
+            st.plotly_chart(
+                ui.magnitude_distribution(hist, layer, info.magnitudes, log_share=log_share), key="explorer_mag_dist"
+            )
+            st.toggle(
+                "Log share axis",
+                value=True,
+                key="explorer_mag_log",
+                help="A log y axis keeps the rare large-value tokens of the right tail visible next to the bulk.",
+            )
+        else:
+            st.plotly_chart(ui.magnitude_bars(info.magnitudes, layer), key="explorer_mag_bars")
     with b:
         st.plotly_chart(ui.magnitude_by_layer(info.magnitudes, layer), key="explorer_mag_layers")
-    st.caption(
-        "Value magnitude = range (max − min over head_dim) of a token's value vector, aggregated over the "
-        "layer's KV heads and every eviction (the trace keeps these statistics per layer, not per token). "
-        "The paper's point: evicting the rare large-value tokens sends the model into loops — VaSE reserves them."
-    )
+    if len(hist):
+        st.caption(
+            "Left: the share of the kept (blue) and of the evicted (orange) tokens per bin of value magnitude — "
+            "the range (max − min over head_dim) of a token's value vector, pooled over the layer's KV heads and "
+            "every eviction; dotted lines mark each group's largest value. The paper's point: a few rare tokens "
+            "carry values far larger than the bulk, and evicting them sends the model into repetition loops. "
+            "VaSE reserves them, so the far-right tail should be blue, not orange."
+        )
+    else:
+        st.caption(
+            "Value magnitude = range (max − min over head_dim) of a token's value vector, aggregated over the "
+            "layer's KV heads and every eviction. The paper's point: evicting the rare large-value tokens sends "
+            "the model into loops — VaSE reserves them."
+        )
+        st.info(
+            "This trace was recorded before traces kept value-magnitude histograms: summary statistics only. "
+            "Re-run the bench with `--trace summary` or `--trace full` to see the distribution of kept vs "
+            "evicted tokens."
+        )
 
 
 def _inspector(sample_id: int, ex: data.Explorer, layer: int, head: int) -> None:
@@ -178,13 +208,16 @@ def _page() -> None:
     with c3.popover("Display", icon=":material/tune:"):
         rows = st.slider("Position bins", 50, 400, data.HEATMAP_POSITIONS, step=10, key="explorer_rows")
         cols = st.slider("Step bins", 50, 400, data.HEATMAP_STEPS, step=10, key="explorer_cols")
+        mag_bins = st.select_slider(
+            "Value-magnitude bins", list(MAG_BINS), value=8, format_func=MAG_BINS.get, key="explorer_mag_bins"
+        )
 
     if not info.has_full:
         st.info(
             "This sample's trace is `summary` level: it has per-layer counts and value statistics but not the "
             "evicted positions. Bench with `--trace full` for the heatmap and the timeline."
         )
-        _magnitudes(info, int(layer))
+        _magnitudes(info, int(layer), int(mag_bins))
         return
     if info.n_events == 0:
         st.info(
@@ -205,7 +238,7 @@ def _page() -> None:
     st.caption("Blue: held, orange: evicted, grey: not written yet (the diagonal is the generation front)." + bins_note)
 
     st.subheader("Value magnitude: kept vs evicted", divider="gray")
-    _magnitudes(info, int(layer))
+    _magnitudes(info, int(layer), int(mag_bins))
 
     st.subheader("Survival", divider="gray")
     a, b = st.columns(2)

@@ -136,9 +136,14 @@ def test_explorer_page(seeded_app):
     n = _charts(at)
     assert n >= 6  # heatmap, magnitudes x2, lifetime, survival, timeline (+ age)
     assert "layer 0, KV head 0" in _title(at.get("plotly_chart")[0])
+    # the value-magnitude distribution of kept vs evicted tokens (the trace keeps histograms)
+    assert "Value-magnitude distribution: kept vs evicted · layer 0" in _title(at.get("plotly_chart")[1])
     at.slider(key="explorer_layer").set_value(7).run()
     at.selectbox(key="explorer_head").set_value(2).run()
     assert "layer 7, KV head 2" in _title(at.get("plotly_chart")[0])
+    dist = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert "layer 7" in dist["layout"]["title"]["text"]
+    assert {"kept", "evicted"} <= {(t.get("name") or "").split(" ")[0] for t in dist["data"]}
     # the token inspector
     at.number_input(key="explorer_position").set_value(3).run()
     assert any("Position **3**" in str(m.value) for m in at.markdown)
