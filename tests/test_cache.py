@@ -19,12 +19,12 @@ def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sin
     cache.attention_backend = "sdpa"
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
-        out = model(input_ids=ids, past_key_values=cache, cache=cache, use_cache=True)
+        out = attention.forward(model, cache, input_ids=ids)
         length = ids.shape[1]
         yield cache, length
         for _ in range(steps):
             token = out.logits[:, -1].argmax(-1, keepdim=True)
-            out = model(input_ids=token, position_ids=torch.tensor([[length]]), past_key_values=cache, cache=cache)
+            out = attention.forward(model, cache, input_ids=token, position_ids=torch.tensor([[length]]))
             length += 1
             yield cache, length
 
@@ -94,16 +94,16 @@ def test_stored_keys_match_their_original_positions(tiny_qwen3):
     cache = EvictionCache.for_model(model, config, batch_size=1)
     cache.attention_backend = "sdpa"
     with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
-        out = model(input_ids=torch.tensor([fed]), past_key_values=cache, cache=cache)
+        out = attention.forward(model, cache, input_ids=torch.tensor([fed]))
         for _ in range(30):
             token = int(out.logits[0, -1].argmax())
-            out = model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[len(fed)]]),
-                        past_key_values=cache, cache=cache)
+            out = attention.forward(model, cache, input_ids=torch.tensor([[token]]),
+                                    position_ids=torch.tensor([[len(fed)]]))
             fed.append(token)
     assert cache.evictions[0] > 0
     reference = DynamicCache(config=model.config)
     with torch.inference_mode():
-        model(input_ids=torch.tensor([fed]), past_key_values=reference, use_cache=True)
+        attention.forward(model, reference, input_ids=torch.tensor([fed]))
     full_keys = reference.layers[0].keys[0]  # [H, T, D]
     layer = cache.layers[0]
     n = layer.lengths[0]

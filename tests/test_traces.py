@@ -461,12 +461,12 @@ def test_trace_matches_the_real_cache(tiny_qwen3, method):
         held[step] = [[np.sort(layer.held_positions(0, h).numpy()) for h in range(n_kv)] for layer in cache.layers]
 
     with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
-        out = model(input_ids=ids, past_key_values=cache, cache=cache, use_cache=True)
+        out = attention.forward(model, cache, input_ids=ids)
         snapshot(0)
         for step in range(1, steps + 1):
             token = out.logits[:, -1].argmax(-1, keepdim=True)
-            out = model(input_ids=token, position_ids=torch.tensor([[prompt + step - 1]]), past_key_values=cache,
-                        cache=cache)
+            out = attention.forward(model, cache, input_ids=token,
+                                    position_ids=torch.tensor([[prompt + step - 1]]))
             snapshot(step)
     rec.finish(0, steps + 1)  # `steps` tokens fed after the prompt's: steps + 1 generated
     record_ = rec.record_for(0)

@@ -9,8 +9,12 @@ lets the layer commit the step and evict.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from typing import Literal
+import inspect
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +26,38 @@ from .cache import EvictionCache, EvictionLayer
 ATTENTION_NAME = "vase"
 Backend = Literal["auto", "sdpa", "flash", "eager"]
 BACKENDS: tuple[str, ...] = ("auto", "sdpa", "flash", "eager")
+
+
+# The cache of the forward pass running in this thread/task. transformers up to 5.23 hands extra
+# forward keywords (our `cache=`) down to the attention function; from 5.24 `cache` is the name
+# of the model's own cache argument and stops at the attention module, so the attention function
+# also finds the cache here, set only for the duration of one forward call.
+_ACTIVE_CACHE: ContextVar[EvictionCache | None] = ContextVar("vase_active_cache", default=None)
+
+
+def cache_keyword(model) -> str:
+    """The name under which this model's forward takes its KV cache."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+@contextlib.contextmanager
+def active_cache(cache: EvictionCache) -> Iterator[None]:
+    token = _ACTIVE_CACHE.set(cache)
+    try:
+        yield
+    finally:
+        _ACTIVE_CACHE.reset(token)
+
+
+def forward(model, cache, **inputs: Any):
+    """One model forward with `cache` as its KV cache, whatever transformers calls that argument."""
+    keyword = cache_keyword(model)
+    extra = {"cache": cache} if keyword != "cache" and isinstance(cache, EvictionCache) else {}
+    if not isinstance(cache, EvictionCache):
+        return model(**inputs, **{keyword: cache}, use_cache=True)
+    with active_cache(cache):
+        return model(**inputs, **{keyword: cache}, use_cache=True, **extra)
 
 
 def flash_available() -> bool:
@@ -102,7 +138,9 @@ def eviction_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     if not isinstance(cache, EvictionCache):
-        raise TypeError("the 'vase' attention needs the EvictionCache passed to the forward as cache=")
+        cache = _ACTIVE_CACHE.get()
+    if not isinstance(cache, EvictionCache):
+        raise TypeError("the 'vase' attention runs inside vase.attention.forward(model, cache, ...)")
     if kwargs.get("sliding_window") is not None:
         raise ValueError(
             f"model: layer {module.layer_idx} uses sliding-window attention "

@@ -176,7 +176,6 @@ class Decoder:
                 raise InvalidParameter("prompts", "the DynamicCache reference path needs prompts of equal length")
             self.cache: Any = DynamicCache(config=model.config)
             self.implementation = "sdpa"
-            self.forward_kwargs: dict[str, Any] = {}
         else:
             self.cache = EvictionCache.for_model(
                 model, config, batch_size=len(encoded), eviction_seeds=eviction_seeds,
@@ -186,7 +185,6 @@ class Decoder:
             self.cache.set_prompt_lengths(self.prompt_lengths)
             self.cache.profile = profile
             self.implementation = attention.ATTENTION_NAME
-            self.forward_kwargs = {"cache": self.cache}
 
     def prefill(self) -> torch.Tensor:
         """Logits [B, V] at the end of each row's prompt."""
@@ -195,25 +193,23 @@ class Decoder:
         ids = [row + [self.pad_token_id] * (width - len(row)) for row in self.encoded]
         last = sorted(set(n - 1 for n in self.prompt_lengths))
         batch = len(ids)
-        out = self.model(
+        out = attention.forward(
+            self.model,
+            self.cache,
             input_ids=torch.tensor(ids, device=self.device),
             position_ids=torch.arange(width, device=self.device).unsqueeze(0).expand(batch, -1),
-            past_key_values=self.cache,
-            use_cache=True,
             logits_to_keep=torch.tensor(last, device=self.device),
-            **self.forward_kwargs,
         )
         index = torch.tensor([last.index(n - 1) for n in self.prompt_lengths], device=self.device)
         return out.logits[torch.arange(batch, device=self.device), index].float()
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
         """Feed one token per remaining row; logits [rows, V] for the next."""
-        out = self.model(
+        out = attention.forward(
+            self.model,
+            self.cache,
             input_ids=torch.tensor(list(tokens), device=self.device).unsqueeze(1),
             position_ids=torch.tensor(self.next_positions, device=self.device).unsqueeze(1),
-            past_key_values=self.cache,
-            use_cache=True,
-            **self.forward_kwargs,
         )
         self.next_positions = [p + 1 for p in self.next_positions]
         return out.logits[:, -1].float()
