@@ -38,8 +38,8 @@ ensure_services() {
 }
 
 # ---- ensure_chromium -------------------------------------------------------------------------
-# Debian's Chromium, for browser tests of the dashboard. Installed only when missing. No test needs
-# it yet, so a failed install is a warning here; a test that needs it will then fail visibly.
+# Debian's Chromium, for the dashboard's real-browser test. Installed only when missing; a failed
+# install is a warning here, and that test then fails visibly.
 ensure_chromium() {
   [[ -x /usr/bin/chromium ]] && return 0
   say "installing Debian chromium (for browser tests)"
