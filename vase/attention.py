@@ -10,6 +10,7 @@ lets the layer commit the step and evict.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import inspect
 from collections.abc import Iterator
@@ -37,7 +38,12 @@ _ACTIVE_CACHE: ContextVar[EvictionCache | None] = ContextVar("vase_active_cache"
 
 def cache_keyword(model) -> str:
     """The name under which this model's forward takes its KV cache."""
-    parameters = inspect.signature(model.forward).parameters
+    return _cache_keyword(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(model_class: type) -> str:  # once per class: it sits on every decode step
+    parameters = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
@@ -53,9 +59,9 @@ def active_cache(cache: EvictionCache) -> Iterator[None]:
 def forward(model, cache, **inputs: Any):
     """One model forward with `cache` as its KV cache, whatever transformers calls that argument."""
     keyword = cache_keyword(model)
-    extra = {"cache": cache} if keyword != "cache" and isinstance(cache, EvictionCache) else {}
     if not isinstance(cache, EvictionCache):
         return model(**inputs, **{keyword: cache}, use_cache=True)
+    extra = {} if keyword == "cache" else {"cache": cache}  # transformers <= 5.23 forwards it
     with active_cache(cache):
         return model(**inputs, **{keyword: cache}, use_cache=True, **extra)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .metrics import sparsity
 from .policies import InvalidParameter, build_policy, policy_class, validate_geometry
+from .store import config_hash
 
 TRACE_LEVELS = ("off", "summary", "full")
 PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
@@ -175,10 +176,6 @@ def sample_seed(base: int, problem_id: str, index: int) -> int:
     """A sample's sampling seed: fixed by (base seed, problem, sample index), shared by every method."""
     digest = hashlib.sha256(f"{base}:{problem_id}:{index}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def config_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

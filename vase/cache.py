@@ -270,25 +270,15 @@ class EvictionLayer(CacheLayerMixin):
         new_values = values.gather(2, gather.expand(-1, -1, -1, values.shape[-1]))
         new_positions = positions.gather(2, kept)
         window = slice(n_candidates, length)
-        if whole_batch:
-            self.keys[:, :, :keep] = new_keys
-            self.values[:, :, :keep] = new_values
-            self.positions[:, :, :keep] = new_positions
-            self.keys[:, :, keep:budget] = self.keys[:, :, window]
-            self.values[:, :, keep:budget] = self.values[:, :, window]
-            self.positions[:, :, keep:budget] = self.positions[:, :, window]
+        # (where in the layer, which part of the gathered tensors): the whole batch in one go, or
+        # each evicting row on its own.
+        targets = [(slice(None), slice(None))] if whole_batch else list(zip(rows, range(len(rows))))
+        for target, i in targets:
+            for stored, gathered in ((self.keys, new_keys), (self.values, new_values), (self.positions, new_positions)):
+                stored[target, :, :keep] = gathered[i]
+                stored[target, :, keep:budget] = stored[target, :, window]
             if self.accumulated is not None:
-                self._move_accumulated(slice(None), kept, window)
-        else:
-            for i, row in enumerate(rows):
-                self.keys[row, :, :keep] = new_keys[i]
-                self.values[row, :, :keep] = new_values[i]
-                self.positions[row, :, :keep] = new_positions[i]
-                self.keys[row, :, keep:budget] = self.keys[row, :, window]
-                self.values[row, :, keep:budget] = self.values[row, :, window]
-                self.positions[row, :, keep:budget] = self.positions[row, :, window]
-                if self.accumulated is not None:
-                    self._move_accumulated(row, kept[i], window)
+                self._move_accumulated(target, kept[i], window)
         for row in rows:
             self.lengths[row] = budget
         if self.layer_idx == 0:

@@ -64,7 +64,7 @@ def teacher_forced_fidelity(
         raise ValueError("reference_tokens: needs one continuation per prompt")
     longest = max((len(t) for t in reference_tokens), default=0)
     config, encoded, seeds, eviction_seeds = prepare(
-        model, tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
+        tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
         max_new_tokens=max(longest, 1), seeds=seeds, eviction_seeds=eviction_seeds,
     )
     full_config = CacheConfig.build("full", None, residual=residual)

@@ -237,7 +237,7 @@ class Decoder:
 
 
 def prepare(
-    model, tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds
+    tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds
 ) -> tuple[CacheConfig, list[list[int]], list[int], list[int]]:
     """Validate a generation request; every rule names the parameter it checks."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -289,7 +289,7 @@ def generate(
     for benchmarks. `profile` synchronises the GPU around evictions so `eviction_seconds` is exact.
     """
     config, encoded, seeds, eviction_seeds = prepare(
-        model, tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
+        tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
         max_new_tokens=max_new_tokens, seeds=seeds, eviction_seeds=eviction_seeds,
     )
     sampling = (sampling or SamplingConfig()).resolved(model)

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .sandbox import kill_and_reap
 
 WORKER_PATH = Path(__file__).with_name("_math_worker.py")
 DEFAULT_TIMEOUT = 10.0
@@ -107,24 +108,7 @@ class _Worker:
         proc, self.proc = self.proc, None
         if proc is None or self.owner_pid != os.getpid():
             return  # never touch a worker inherited through fork
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            proc.kill()
-        except OSError:
-            pass
-        for s in (proc.stdin, proc.stdout):
-            try:
-                if s is not None:
-                    s.close()
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_reap(proc)
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None

@@ -267,6 +267,21 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def kill_and_reap(proc: subprocess.Popen) -> None:
+    """Kill the process and its group, close its pipes and reap it (waiting at most 5 s)."""
+    _kill_group(proc)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float,
                  max_output: int) -> tuple[bytes, bytes, bool, bool]:
     """Feed stdin and collect stdout/stderr until EOF, the deadline or the output cap.
@@ -397,17 +412,7 @@ def _run(mech: Mechanism, code: str, *, stdin: str, mode: str, func_name: str | 
         )
     finally:
         if proc is not None:
-            _kill_group(proc)  # stragglers of the group (the namespace dies with its init)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                try:
-                    if stream is not None:
-                        stream.close()
-                except OSError:
-                    pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            kill_and_reap(proc)  # stragglers of the group (the namespace dies with its init)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
