@@ -7,7 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-JOB_STATUS = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from vase.store.models import JOB_STATUSES
+from vase.traces import TRACE_LEVELS
+
+JOB_STATUS = Literal[JOB_STATUSES]
 INT32 = 2**31 - 1
 
 
@@ -75,7 +78,7 @@ class JobCreate(_In):
     max_new_tokens: int = Field(256, ge=1, le=131_072, description="Tokens generated at most per sample.")
     fidelity: bool = Field(False, description="Also measure KL and top-1 agreement against the full cache "
                                               "(teacher-forced on its output).")
-    trace: Literal["off", "summary", "full"] = Field(
+    trace: Literal[TRACE_LEVELS] = Field(
         "off", description="Eviction traces: `summary` (per-layer counts and value statistics) or `full` "
                            "(which positions each layer and head held at each step).")
     attention_backend: Literal["auto", "sdpa", "flash", "eager"] = Field("auto", description="Attention kernel.")

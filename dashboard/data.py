@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from vase.methods import method_label, parse_value
+
 log = logging.getLogger("vase.dashboard")
 
 #: Defaults for down-sampling what the explorer sends to the browser.
@@ -81,13 +83,9 @@ def database_url() -> str:
 
 def database_label() -> str:
     """The database URL with any password hidden, for display."""
-    url = database_url()
-    try:
-        from sqlalchemy.engine import make_url
+    from vase.config import redact_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # pragma: no cover
-        return url
+    return redact_url(database_url())
 
 
 def api_url() -> str:
@@ -179,7 +177,7 @@ def _jobs(url: str, status: tuple[str, ...] | None, limit: int) -> tuple[pd.Data
             {
                 **{k: job.get(k) for k in JOB_COLUMNS if k in job},
                 "methods": ", ".join(
-                    _method_label(m.get("name", "?"), m.get("params") or {}) for m in methods if isinstance(m, dict)
+                    method_label(m.get("name", "?"), m.get("params") or {}) for m in methods if isinstance(m, dict)
                 ),
                 "budgets": ", ".join(str(b) for b in spec.get("budgets") or []),
             }
@@ -194,7 +192,7 @@ def jobs(status: list[str] | None = None, limit: int = 200) -> tuple[pd.DataFram
 
 
 def job_statuses() -> list[str]:
-    from vase.store import JOB_STATUSES
+    from vase.store.models import JOB_STATUSES
 
     return list(JOB_STATUSES)
 
@@ -240,18 +238,6 @@ RESULT_COLUMNS = [
 ]
 
 
-def _method_label(name: str, params: dict[str, Any]) -> str:
-    """``vase`` or ``vase:n_large=8`` (only parameters that differ from the method's defaults)."""
-    try:
-        from vase.policies import policy_class
-
-        defaults = policy_class(name).param_defaults()
-    except Exception:
-        defaults = {}
-    changed = {k: v for k, v in (params or {}).items() if defaults.get(k, object()) != v}
-    return name + (":" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) if changed else "")
-
-
 def _pct(v: Any) -> float | None:
     return None if v is None else 100.0 * float(v)
 
@@ -267,7 +253,7 @@ def _results(url: str, job_id: str | None) -> pd.DataFrame:
             {
                 "task": r["task"],
                 "model": r["model"],
-                "method": _method_label(r["method"], r.get("params") or {}),
+                "method": method_label(r["method"], r.get("params") or {}),
                 "budget": r["budget"],
                 "accuracy": _pct(r["accuracy"]),
                 "accuracy_se": _pct(r["accuracy_se"]),
@@ -393,7 +379,7 @@ def _runs(url: str, task: str | None, model: str | None, job_id: str | None) -> 
             "run_id": r["id"],
             "task": r["task"],
             "model": r["model"],
-            "method": _method_label(r["method"], r.get("params") or {}),
+            "method": method_label(r["method"], r.get("params") or {}),
             "method_name": r["method"],
             "budget": r["budget"],
             "residual": r["residual"],
@@ -734,7 +720,7 @@ def sample_view(sample_id: int) -> SampleView:
     return SampleView(
         sample=smp,
         run=run,
-        method=_method_label(run.get("method", "?"), run.get("params") or {}),
+        method=method_label(run.get("method", "?"), run.get("params") or {}),
         tokens=gen,
         loop_start=None if loop_start is None else int(loop_start),
         loop_char=loop_char,
@@ -1509,12 +1495,7 @@ def parse_budgets(text: str) -> list[int]:
 def parse_param(raw: str) -> Any:
     """A method parameter typed in a text box: JSON when it parses (``16``, ``true``), else the text."""
     raw = raw.strip()
-    if raw == "":
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+    return None if raw == "" else parse_value(raw)
 
 
 def fmt_mib(v: Any) -> str:

@@ -134,7 +134,7 @@ def test_bad_specs_name_the_field(change, field):
 
 
 def test_method_list_parsing():
-    from vase.bench import parse_methods
+    from vase.methods import parse_methods
 
     assert parse_methods("full,vase:n_large=16,smoothing=false,snapkv") == [
         MethodSpec("full"), MethodSpec("vase", {"n_large": 16, "smoothing": False}), MethodSpec("snapkv")]

@@ -258,7 +258,7 @@ def test_summary_stats(small):
 def test_magnitude_histogram_roundtrip(small):
     import json
 
-    from vase.traces import _MAG_EDGES
+    from vase.traces.format import MAG_EDGES as _MAG_EDGES
 
     # known magnitudes: the geometric middle of a few regular bins, plus both open-ended bins
     def mid(b):  # the geometric middle of regular bin b: well inside it

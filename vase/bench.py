@@ -12,66 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import platform
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from .methods import MethodSpec, method_label
 from .metrics import sparsity
 from .policies import InvalidParameter, build_policy, policy_class, validate_geometry
 from .store import config_hash
-
-TRACE_LEVELS = ("off", "summary", "full")
+from .traces import TRACE_LEVELS
 PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
 RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
                   "tokens_per_s", "kv_bytes_peak")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> MethodSpec:
-        """`vase`, or `vase:n_large=16,smoothing=false` (values parsed as JSON when they parse)."""
-        name, _, rest = text.strip().partition(":")
-        params: dict[str, Any] = {}
-        for pair in filter(None, (p.strip() for p in rest.split(","))):
-            key, sep, raw = pair.partition("=")
-            if not sep:
-                raise InvalidParameter("methods", f"parameters are NAME=VALUE, got {pair!r} in {text!r}")
-            try:
-                params[key] = json.loads(raw)
-            except json.JSONDecodeError:
-                params[key] = raw
-        return cls(name, params)
-
-    @property
-    def label(self) -> str:
-        if not self.params:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-
-
-def parse_methods(text: str) -> list[MethodSpec]:
-    """`full,vase:n_large=16,smoothing=false,snapkv` → three methods (or separate them with ';').
-
-    A comma-separated piece that is a bare NAME=VALUE belongs to the method before it.
-    """
-    pieces: list[str] = []
-    for piece in (p.strip() for p in text.replace(";", ",").split(",")):
-        if not piece:
-            continue
-        if "=" in piece and ":" not in piece:
-            if not pieces:
-                raise InvalidParameter("methods", f"parameter {piece!r} comes before any method")
-            pieces[-1] += ("," if ":" in pieces[-1] else ":") + piece
-        else:
-            pieces.append(piece)
-    return [MethodSpec.parse(p) for p in pieces]
 
 
 @dataclass(frozen=True)
@@ -404,9 +358,7 @@ def result_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Flatten store result rows for printing and export (label includes non-default params)."""
     out = []
     for row in rows:
-        defaults = policy_class(row["method"]).param_defaults()
-        changed = {k: v for k, v in (row.get("params") or {}).items() if defaults.get(k) != v}
-        label = row["method"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) if changed else "")
+        label = method_label(row["method"], row.get("params"))
         flat = {key: row.get(key) for key in RESULT_COLUMNS}
         flat.update({
             "method": label,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +110,32 @@ class Settings(BaseSettings):
         return self.home / "models"
 
 
+def redact_url(url: str) -> str:
+    """``url`` for display, never with a password: a database or broker URL's password (in the
+    credentials or a ``password=`` query parameter) is replaced by ``***``.
+
+    ``postgresql://vase:secret@db/vase`` -> ``postgresql://vase:***@db/vase``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        credentials, _, host = netloc.rpartition("@")
+        user, has_password, _ = credentials.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"{user}@{host}"
+    if query:
+        query = "&".join(
+            f"{key}=***" if key.lower() == "password" else item
+            for item in query.split("&")
+            for key in [item.partition("=")[0]]
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing to hide (and urlunsplit would drop the slashes of sqlite:////path)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once from the environment.
@@ -118,4 +145,4 @@ def get_settings() -> Settings:
     return Settings()
 
 
-__all__ = ["EMBEDDED_MODEL", "Settings", "get_settings"]
+__all__ = ["EMBEDDED_MODEL", "Settings", "get_settings", "redact_url"]

@@ -10,11 +10,18 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
+    "Counts",
     "LoopInfo",
+    "correct_counts",
     "detect_repetition_loop",
+    "mean_and_se",
     "mean_pass_at_1",
+    "mean_pass_at_1_of_counts",
     "pass_at_k",
+    "pass_at_k_curve",
     "pass_at_k_mean",
+    "pass_at_k_mean_of_counts",
+    "reported_ks",
     "sparsity",
 ]
 
@@ -39,7 +46,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prod
 
 
-def _mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error: the sample standard deviation (``ddof=1``)
+    over ``sqrt(len(values))``; 0 for one value.
+
+    Empty input raises ValueError: an estimate over no problems does not exist. This is the one
+    rule for every estimate here; a caller reporting "nothing graded yet" checks for it first
+    (the store's results report None then)."""
     m = len(values)
     if m == 0:
         raise ValueError("need at least one problem")
@@ -48,6 +61,59 @@ def _mean_and_se(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     var = math.fsum((v - mean) ** 2 for v in values) / (m - 1)
     return mean, math.sqrt(var) / math.sqrt(m)
+
+
+#: Per problem: (samples graded n, of them correct c).
+Counts = Sequence[tuple[int, int]]
+
+
+def correct_counts(per_problem_correct: Sequence[Sequence[bool]]) -> list[tuple[int, int]]:
+    """(n, c) per problem from its samples' verdicts. Problems without samples and ``None``
+    verdicts (ungradable samples) raise: decide how to count them first."""
+    counts = []
+    for i, samples in enumerate(per_problem_correct):
+        if len(samples) == 0:
+            raise ValueError(f"problem {i} has no samples")
+        if any(s is None for s in samples):
+            raise ValueError(f"problem {i} has ungraded (None) samples")
+        counts.append((len(samples), sum(1 for s in samples if s)))
+    return counts
+
+
+def mean_pass_at_1_of_counts(counts: Counts) -> tuple[float, float]:
+    """Mean pass@1 over problems, ``p_i = c_i / n_i``, and its standard error (:func:`mean_and_se`)."""
+    return mean_and_se([c / n for n, c in counts])
+
+
+def pass_at_k_mean_of_counts(counts: Counts, k: int) -> tuple[float, float]:
+    """Mean over problems of the unbiased pass@k (each problem needs ``k <= n_i``) and its SE."""
+    vals = []
+    for i, (n, c) in enumerate(counts):
+        if k > n:
+            raise ValueError(f"problem {i} has {n} samples, fewer than k={k}")
+        vals.append(pass_at_k(n, c, k))
+    return mean_and_se(vals)
+
+
+def reported_ks(min_samples: int) -> list[int]:
+    """The k of the pass@k a result reports: 1, 2, 4, 8, ... up to the fewest samples any problem
+    has, and that number itself."""
+    if min_samples < 1:
+        return []
+    ks, k = [], 1
+    while k <= min_samples:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != min_samples:
+        ks.append(min_samples)
+    return ks
+
+
+def pass_at_k_curve(counts: Counts) -> dict[int, float]:
+    """{k: mean pass@k over problems} for every k of :func:`reported_ks`."""
+    if len(counts) == 0:
+        raise ValueError("need at least one problem")
+    return {k: pass_at_k_mean_of_counts(counts, k)[0] for k in reported_ks(min(n for n, _ in counts))}
 
 
 def mean_pass_at_1(per_problem_correct: Sequence[Sequence[bool]]) -> tuple[float, float]:
@@ -60,30 +126,13 @@ def mean_pass_at_1(per_problem_correct: Sequence[Sequence[bool]]) -> tuple[float
     problem. Problems may have different numbers of samples; a problem with none raises.
     ``None`` entries (ungradable samples) are not allowed here: decide how to count them first.
     """
-    if len(per_problem_correct) == 0:
-        raise ValueError("need at least one problem")
-    rates = []
-    for i, samples in enumerate(per_problem_correct):
-        if len(samples) == 0:
-            raise ValueError(f"problem {i} has no samples")
-        if any(s is None for s in samples):
-            raise ValueError(f"problem {i} has ungraded (None) samples")
-        rates.append(sum(1 for s in samples if s) / len(samples))
-    return _mean_and_se(rates)
+    return mean_pass_at_1_of_counts(correct_counts(per_problem_correct))
 
 
 def pass_at_k_mean(per_problem_correct: Sequence[Sequence[bool]], k: int) -> tuple[float, float]:
     """Mean over problems of the unbiased pass@k (each problem needs ``k <= n_i``) and its
     standard error (sample std, ddof=1, over problems / sqrt(#problems); 0 for one problem)."""
-    if len(per_problem_correct) == 0:
-        raise ValueError("need at least one problem")
-    vals = []
-    for i, samples in enumerate(per_problem_correct):
-        n = len(samples)
-        if k > n:
-            raise ValueError(f"problem {i} has {n} samples, fewer than k={k}")
-        vals.append(pass_at_k(n, sum(1 for s in samples if s), k))
-    return _mean_and_se(vals)
+    return pass_at_k_mean_of_counts(correct_counts(per_problem_correct), k)
 
 
 # -- repetition loops --------------------------------------------------------------------------

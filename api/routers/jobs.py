@@ -118,7 +118,7 @@ def get_job(job_id: JobId, _reader: str | None = Depends(deps.require_reader),
 def cancel_job(job_id: JobId, _writer: str = Depends(deps.require_writer),
                store: Store = Depends(deps.store)) -> JobOut:
     job = _job(store, job_id)
-    if job["status"] in ("succeeded", "failed"):
+    if job["status"] in TERMINAL_STATUSES and job["status"] != "cancelled":
         raise ApiError(409, f"job {job_id} already {job['status']}; it cannot be cancelled")
     if job["status"] != "cancelled":
         job = store.request_cancel(job_id) or job

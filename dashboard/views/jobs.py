@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+from vase.store.models import ACTIVE_STATUSES
+from vase.traces import TRACE_LEVELS
 
 st.title("Jobs")
 
@@ -112,7 +114,7 @@ def _job_detail(frame: pd.DataFrame) -> None:
         )
         if job.get("error"):
             st.error(f"Error: {job['error']}")
-        if job.get("status") in ("queued", "running"):
+        if job.get("status") in ACTIVE_STATUSES:
             if job.get("cancel_requested"):
                 st.caption("Cancellation requested: its workers stop after the current sample.")
             elif st.button("Cancel this job", icon=":material/cancel:", key="jobs_cancel"):
@@ -266,7 +268,7 @@ def _submit_form() -> None:
         c1, c2, c3, c4 = st.columns(4)
         trace = c1.selectbox(
             "Eviction trace",
-            ["off", "summary", "full"],
+            list(TRACE_LEVELS),
             index=2,
             key="job_trace",
             help="`full` records which positions every layer and head kept (for the cache explorer).",

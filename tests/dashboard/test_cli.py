@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from vase.cli import app
-from vase.cli_dashboard import app_path, streamlit_command
+from vase.cli.dashboard import app_path, streamlit_command
 
 
 def test_dashboard_command_is_registered():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vase.store import TERMINAL_STATUSES
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -155,7 +157,7 @@ def api(service_env):
         yield client, store, {"Authorization": f"Bearer {store.create_token('tests')}"}
 
 
-def wait_job(store, job_id: str, *, until=("succeeded", "failed", "cancelled"), timeout: float = 240,
+def wait_job(store, job_id: str, *, until=TERMINAL_STATUSES, timeout: float = 240,
              min_done: int | None = None, procs=None) -> dict:
     """Poll the job until its status is in ``until`` (or ``min_done`` samples are stored)."""
     deadline = time.monotonic() + timeout

@@ -13,6 +13,8 @@ import time
 import httpx
 import pytest
 
+from vase.store import TERMINAL_STATUSES
+
 from .conftest import BIN, ROOT, TINY_JOB, assert_every_sample_once, free_port, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -42,7 +44,7 @@ def test_job_over_http_with_a_real_worker(procs, service_env, tmp_path):
     while time.monotonic() < deadline:
         job = http.get(f"/v1/jobs/{job_id}").json()
         seen.append(job["progress"]["done"])
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in TERMINAL_STATUSES:
             break
         time.sleep(0.3)
     assert job["status"] == "succeeded", (job, procs[-1].output()[-3000:])

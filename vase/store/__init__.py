@@ -12,19 +12,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from .models import JOB_STATUSES, TERMINAL_STATUSES, TRACE_LEVELS
-from .store import (
-    CLI_SCOPE,
-    JOB_KEYS,
-    RESULT_KEYS,
-    DuplicateTokenName,
-    Store,
-    StoreError,
-    StoreUnavailable,
-    canonical_json,
-    config_hash,
-    normalize_url,
-)
+from .engine import StoreError, StoreUnavailable, normalize_url
+from .jobs import JOB_KEYS
+from .models import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
+from .results import RESULT_KEYS
+from .samples import CLI_SCOPE
+from .store import Store
+from .tokens import DuplicateTokenName
+from .values import canonical_json, config_hash
 
 _DEFAULT_SQLITE = Path("~/.cache/vase/vase.sqlite")
 _OPEN: dict[str, Store] = {}
@@ -65,6 +60,7 @@ def open_store(url: str | None = None, *, migrate: bool = True, cached: bool = T
 
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "CLI_SCOPE",
     "DuplicateTokenName",
     "JOB_KEYS",
@@ -74,7 +70,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TERMINAL_STATUSES",
-    "TRACE_LEVELS",
     "canonical_json",
     "config_hash",
     "default_database_url",

@@ -25,9 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+#: A job's statuses: queued -> running -> one of the terminal ones (see ``vase.jobs``).
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-TRACE_LEVELS = ("summary", "full")
+ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in TERMINAL_STATUSES)
 
 # JSON documents: JSONB on Postgres, JSON (text) elsewhere.
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -189,6 +190,7 @@ class ApiToken(Base):
 
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "ApiToken",
     "Base",
     "JOB_STATUSES",
@@ -196,7 +198,6 @@ __all__ = [
     "Run",
     "Sample",
     "TERMINAL_STATUSES",
-    "TRACE_LEVELS",
     "Trace",
     "UTCDateTime",
     "utcnow",

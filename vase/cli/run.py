@@ -1,63 +1,28 @@
-"""The `vase` command line. Bad parameters exit with code 2 and a message naming the parameter."""
+"""`vase generate` (one answer under one method) and `vase bench` (a method x budget grid, stored
+and compared): the library on the command line. They need nothing beyond the base install."""
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="KV-cache eviction benchmarks (VaSE and baselines).")
-
-
-def fail_usage(message: str) -> NoReturn:
-    """Invalid input: say what is wrong on stderr and exit 2 (the shell's usage-error code)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+from ..traces import TRACE_LEVELS
+from .common import console, emit_json, fail, progress
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """`--param n_large=16 --param smoothing=false` → {"n_large": 16, "smoothing": False}."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            fail_usage(f"param: expected NAME=VALUE, got {pair!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
-    return params
+    from ..methods import parse_assignments
+    from ..policies import InvalidParameter
+
+    try:
+        return parse_assignments(pairs, param="param")
+    except InvalidParameter as exc:
+        fail(str(exc))
 
 
-def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-@app.command()
-def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the cache methods with their parameters and defaults."""
-    from .policies import describe_policies
-
-    described = describe_policies()
-    if as_json:
-        emit_json([{"name": d["name"], "kind": d["kind"], "params": d["params"]} for d in described])
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("method", "kind", "parameters (defaults)", "description")
-    for d in described:
-        params = ", ".join(f"{k}={v}" for k, v in d["params"].items()) or "-"
-        table.add_row(d["name"], d["kind"], params, d["description"])
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # piped or captured: do not squeeze the table into 80 columns
-    console.print(table)
-
-
-@app.command()
 def generate(
     prompt: str = typer.Option(..., "--prompt", help="The user message (sent through the chat template)."),
     method: str = typer.Option("vase", "--method"),
@@ -76,9 +41,9 @@ def generate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate one answer under one cache method and report evictions, speed and KV memory."""
-    from .cache import CacheConfig
-    from .generation import SamplingConfig
-    from .policies import InvalidParameter
+    from ..cache import CacheConfig
+    from ..generation import SamplingConfig
+    from ..policies import InvalidParameter
 
     params = parse_params(param)
     try:
@@ -90,10 +55,10 @@ def generate(
         if not prompt.strip():
             raise InvalidParameter("prompt", "must not be empty")
     except InvalidParameter as exc:
-        fail_usage(str(exc))
+        fail(str(exc))
 
-    from . import generation
-    from .models import load_model
+    from .. import generation
+    from ..models import load_model
 
     model, tokenizer = load_model(model_id)
     text = prompt
@@ -101,18 +66,18 @@ def generate(
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-    progress = None if as_json else _progress(max_new_tokens, "decoding")
+    bar = None if as_json else progress(max_new_tokens, "decoding")
     try:
         (result,) = generation.generate(
             model, tokenizer, [text], method=method, params=params, budget=budget, residual=residual,
             max_new_tokens=max_new_tokens, seeds=[seed], sampling=sampling, attention_backend=attention_backend,
-            on_step=(lambda step, cache: progress.update(1)) if progress else None,
+            on_step=(lambda step, cache: bar.update(1)) if bar else None,
         )
     except (InvalidParameter, ValueError) as exc:
-        fail_usage(str(exc))
+        fail(str(exc))
     finally:
-        if progress:
-            progress.close()
+        if bar:
+            bar.close()
     payload = {"method": method, "budget": budget, "residual": residual, "seed": seed, **result.as_dict()}
     if as_json:
         emit_json(payload)
@@ -125,20 +90,6 @@ def generate(
     )
 
 
-@app.command()
-def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the tasks (hub sets load on connected hosts; offline ones are generated here)."""
-    from .tasks import list_tasks
-
-    rows = list_tasks()
-    if as_json:
-        emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"]} for t in rows])
-        return
-    for t in rows:
-        typer.echo(f"{t['name']:28s} {'offline' if t['offline'] else 'hub':8s} {t['size'] if t['size'] is not None else '?':>6}")
-
-
-@app.command()
 def bench(
     task: str = typer.Option("arith-chain", "--task", help="Task name (see `vase tasks`) or jsonl:PATH?question=..."),
     methods: str = typer.Option("full,vase,vase-dkv,snapkv", "--methods",
@@ -157,15 +108,16 @@ def bench(
     top_p: float | None = typer.Option(None, "--top-p"),
     top_k: int | None = typer.Option(None, "--top-k"),
     fidelity: bool = typer.Option(False, "--fidelity", help="Measure KL and top-1 agreement against the full cache."),
-    trace: str = typer.Option("off", "--trace", help="off | summary | full"),
+    trace: str = typer.Option("off", "--trace", help=" | ".join(TRACE_LEVELS)),
     db: str | None = typer.Option(None, "--db", help="Database URL (default: the embedded SQLite file)."),
     out: str | None = typer.Option(None, "--out", help="Also export the table to PATH (.csv or .json)."),
     attention_backend: str = typer.Option("auto", "--attention"),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON rows."),
 ) -> None:
     """Run a method x budget grid on a task, store every sample, print the comparison table."""
-    from .bench import BenchSpec, parse_methods
-    from .policies import InvalidParameter
+    from ..bench import BenchSpec
+    from ..methods import parse_methods
+    from ..policies import InvalidParameter
 
     try:
         method_specs = parse_methods(methods)
@@ -182,19 +134,19 @@ def bench(
             trace=trace, attention_backend=attention_backend,
         ).validate()
     except InvalidParameter as exc:
-        fail_usage(str(exc))
+        fail(str(exc))
 
-    from .bench import Bench, result_rows
-    from .store import open_store
+    from ..bench import Bench, result_rows
+    from ..store import open_store
 
     store = open_store(db)
     runner = Bench(spec, store)
     missing = runner.missing()
-    progress = _progress(missing, "samples", unit="sample")
+    bar = progress(missing, "samples", unit="sample")
     try:
-        runner.execute(on_sample=lambda: progress.update(1))
+        runner.execute(on_sample=lambda: bar.update(1))
     finally:
-        progress.close()
+        bar.close()
     rows = result_rows(runner.results())
     if out:
         _export(rows, out)
@@ -219,7 +171,6 @@ def _export(rows: list[dict], path: str) -> None:
 
 
 def _print_table(rows: list[dict], spec) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     def pct(v):
@@ -241,25 +192,4 @@ def _print_table(rows: list[dict], spec) -> None:
             num(None if r["kv_bytes_peak"] is None else r["kv_bytes_peak"] / 2**20, ".2f"),
             num(r["evictions"], ".1f"), num(r["sparsity"], ".3f"),
         )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # piped or captured: do not squeeze the table into 80 columns
-    console.print(table)
-
-
-def _progress(total: int, desc: str, unit: str = "tok"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
-
-
-from . import cli_service as _cli_service; _cli_service.register(app)  # noqa: E402
-from . import cli_dashboard as _cli_dashboard; _cli_dashboard.register(app)  # noqa: E402
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    console().print(table)

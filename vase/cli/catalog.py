@@ -1,0 +1,36 @@
+"""`vase methods` and `vase tasks`: what a benchmark may name."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import console, emit_json
+
+
+def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the cache methods with their parameters and defaults."""
+    from ..policies import describe_policies
+
+    described = describe_policies()
+    if as_json:
+        emit_json([{"name": d["name"], "kind": d["kind"], "params": d["params"]} for d in described])
+        return
+    from rich.table import Table
+
+    table = Table("method", "kind", "parameters (defaults)", "description")
+    for d in described:
+        params = ", ".join(f"{k}={v}" for k, v in d["params"].items()) or "-"
+        table.add_row(d["name"], d["kind"], params, d["description"])
+    console().print(table)
+
+
+def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the tasks (hub sets load on connected hosts; offline ones are generated here)."""
+    from ..tasks import list_tasks
+
+    rows = list_tasks()
+    if as_json:
+        emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"]} for t in rows])
+        return
+    for t in rows:
+        typer.echo(f"{t['name']:28s} {'offline' if t['offline'] else 'hub':8s} {t['size'] if t['size'] is not None else '?':>6}")
