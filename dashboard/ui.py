@@ -1,6 +1,6 @@
-"""Presentation helpers shared by the dashboard's pages: error boxes, formatting, colours and the
-Plotly figures. Nothing here reads data: pages get their data from :mod:`dashboard.data` and hand
-it to these functions."""
+"""Presentation helpers shared by the dashboard's pages: error boxes, empty states, the sidebar,
+downloads, formatting and highlighted text. Nothing here reads data: pages get their data from
+:mod:`dashboard.data`; the Plotly figures are in :mod:`dashboard.charts`."""
 
 from __future__ import annotations
 
@@ -11,46 +11,12 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import data
 
 log = logging.getLogger("vase.dashboard")
-
-# Stable colours per method family (the same method has the same colour on every chart).
-METHOD_COLOURS = {
-    "full": "#3b3b3b",
-    "vase": "#d62728",
-    "vase-dkv": "#ff7f0e",
-    "snapkv": "#1f77b4",
-    "attn-sample": "#17becf",
-    "rkv": "#2ca02c",
-    "cur-fixed": "#bcbd22",
-    "h2o": "#9467bd",
-    "tova": "#8c564b",
-    "streamlingllm": "#7f7f7f",
-    "streamingllm": "#7f7f7f",
-    "random": "#e377c2",
-    "value-norm": "#aec7e8",
-    "evict-large": "#ff9896",
-    "attn-random": "#c5b0d5",
-    "quest": "#98df8a",
-    "seerattention-r": "#6b6ecf",
-}
-_FALLBACK = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
-KEPT_COLOUR = "#2166ac"
-EVICTED_COLOUR = "#e08214"
-LOOP_COLOUR = "#c51b7d"
-
-
-def colour(method: str) -> str:
-    base = method.split(":", 1)[0]
-    if base in METHOD_COLOURS:
-        return METHOD_COLOURS[base]
-    return _FALLBACK[sum(map(ord, base)) % len(_FALLBACK)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,22 +57,53 @@ def sidebar() -> None:
 
 
 def downloads(frame: pd.DataFrame, name: str, key: str) -> None:
-    c1, c2, _ = st.columns([1, 1, 6])
-    c1.download_button(
-        "CSV",
-        data.export_csv(frame),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        icon=":material/download:",
-        key=f"{key}_csv",
-    )
-    c2.download_button(
-        "JSON",
-        data.export_json(frame),
-        file_name=f"{name}.json",
-        mime="application/json",
-        icon=":material/download:",
-        key=f"{key}_json",
+    """CSV and JSON download buttons for ``frame``."""
+    columns = st.columns([1, 1, 6])
+    for column, (label, export, mime) in zip(
+        columns, (("CSV", data.export_csv, "text/csv"), ("JSON", data.export_json, "application/json"))
+    ):
+        suffix = label.lower()
+        column.download_button(
+            label, export(frame), file_name=f"{name}.{suffix}", mime=mime, icon=":material/download:",
+            key=f"{key}_{suffix}",
+        )
+
+
+def select_run(runs: pd.DataFrame, run_id: int, prefix: str) -> bool:
+    """Preselect run ``run_id`` (its task, model and itself) in :func:`pick_run`'s pickers of
+    ``prefix``; False when ``runs`` does not hold it."""
+    row = runs[runs["run_id"] == int(run_id)]
+    if row.empty:
+        return False
+    st.session_state[f"{prefix}_task"] = row.iloc[0]["task"]
+    st.session_state[f"{prefix}_model"] = row.iloc[0]["model"]
+    st.session_state[f"{prefix}_run"] = int(run_id)
+    return True
+
+
+def pick_run(runs: pd.DataFrame, columns: list[Any], prefix: str, label: str, run_label: Any) -> int | None:
+    """Pickers in three ``columns``: a task, a model, then one of their runs (labelled by
+    ``run_label(row)``; by default the first that evicts). Session keys ``<prefix>_task``,
+    ``<prefix>_model``, ``<prefix>_run``."""
+    c1, c2, c3 = columns
+    task = c1.selectbox("Task", sorted(runs["task"].unique()), key=f"{prefix}_task")
+    model = c2.selectbox("Model", sorted(runs[runs["task"] == task]["model"].unique()), key=f"{prefix}_model")
+    shown = runs[(runs["task"] == task) & (runs["model"] == model)]
+    labels = {int(r["run_id"]): run_label(r) for _, r in shown.iterrows()}
+    if st.session_state.get(f"{prefix}_run") not in labels:
+        evicting = [int(r["run_id"]) for _, r in shown.iterrows() if r["method_name"] != "full"]
+        st.session_state[f"{prefix}_run"] = (evicting or list(labels))[0]
+    return c3.selectbox(label, list(labels), format_func=labels.get, key=f"{prefix}_run")
+
+
+def loop_metric(column: Any, sample: dict[str, Any]) -> None:
+    """Whether the sample ends in a repetition loop, and from which token."""
+    column.metric(
+        "loop",
+        "yes" if sample.get("loop_detected") else "no",
+        f"from token {sample['loop_start']}" if sample.get("loop_start") is not None else None,
+        delta_color="off",
+        delta_arrow="off",
     )
 
 
@@ -182,509 +179,46 @@ def token_strip(context: pd.DataFrame, focus: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Figures
+# Tables
 # ------------------------------------------------------------------------------------------------
-def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw: Any) -> go.Figure:
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=15), y=0.98, yanchor="top", yref="container") if title else None,
-        height=height,
-        margin=dict(l=10, r=10, t=80 if title else 30, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0, font=dict(size=11)),
-        template="plotly_white",
-        **kw,
-    )
-    return fig
-
-
-def _percent_axis(
-    fig: go.Figure, *frames: pd.DataFrame, column: str = "accuracy", se: str | None = "accuracy_se"
-) -> None:
-    """A 0-based percent y axis that shows at least 0-10 and at most 0-100 (plus headroom)."""
-    top = 0.0
-    for f in frames:
-        if f is None or f.empty or column not in f:
-            continue
-        v = f[column].astype(float) + (f[se].fillna(0).astype(float) if se and se in f else 0)
-        if v.notna().any():
-            top = max(top, float(v.max()))
-    fig.update_yaxes(range=[0, max(10.0, min(100.0, top * 1.15 + 1))])
-
-
-def accuracy_vs_budget(frame: pd.DataFrame, paper: pd.DataFrame | None = None, task: str = "") -> go.Figure:
-    fig = go.Figure()
-    evicting = frame[frame["budget"].notna()]
-    full = frame[frame["budget"].isna()]
-    for method, g in evicting.groupby("method", sort=True):
-        g = g.sort_values("budget")
-        fig.add_trace(
-            go.Scatter(
-                x=g["budget"].astype(float),
-                y=g["accuracy"],
-                name=method,
-                mode="lines+markers",
-                line=dict(color=colour(method), width=2),
-                marker=dict(size=8),
-                error_y=dict(type="data", array=g["accuracy_se"].fillna(0), visible=True, thickness=1),
-                customdata=np.stack([g["n_samples"].astype(float), g["loop_rate"].astype(float)], axis=-1),
-                hovertemplate=f"<b>{method}</b><br>budget %{{x}}<br>accuracy %{{y:.1f}}% ± %{{error_y.array:.1f}}"
-                "<br>%{customdata[0]:.0f} samples, loop rate %{customdata[1]:.0f}%<extra></extra>",
-            )
-        )
-    for _, row in full.iterrows():
-        fig.add_hline(
-            y=row["accuracy"],
-            line=dict(color=colour("full"), dash="dash"),
-            annotation_text=f"full cache {row['accuracy']:.1f}%",
-            annotation_position="top left",
-        )
-    if paper is not None and not paper.empty:
-        for method, g in paper[paper["method"] != "full"].groupby("method"):
-            g = g.sort_values("budget")
-            fig.add_trace(
-                go.Scatter(
-                    x=g["budget"],
-                    y=g["accuracy"],
-                    name=f"paper · {method}",
-                    mode="lines+markers",
-                    line=dict(color=colour(method), dash="dot", width=1.5),
-                    marker=dict(symbol="diamond-open", size=9),
-                    hovertemplate=f"<b>paper · {method}</b><br>budget %{{x}}<br>%{{y:.2f}}%<extra></extra>",
-                )
-            )
-        pf = paper[paper["method"] == "full"]
-        if not pf.empty:
-            fig.add_hline(
-                y=float(pf["accuracy"].iloc[0]),
-                line=dict(color=colour("full"), dash="dot", width=1),
-                annotation_text=f"paper full cache {pf['accuracy'].iloc[0]:.1f}%",
-                annotation_position="bottom right",
-            )
-    fig.update_xaxes(title="KV budget (tokens per layer and head)", type="log", dtick=math.log10(2))
-    fig.update_yaxes(title="accuracy (pass@1, %)")
-    _percent_axis(fig, frame, paper if paper is not None else pd.DataFrame())
-    return _layout(fig, f"Accuracy vs budget{' · ' + task if task else ''}")
-
-
-def accuracy_vs_memory(frame: pd.DataFrame, task: str = "") -> go.Figure:
-    fig = go.Figure()
-    for method, g in frame.groupby("method", sort=True):
-        g = g.sort_values("kv_mib")
-        labels = [budget_text(b) for b in g["budget"]]
-        fig.add_trace(
-            go.Scatter(
-                x=g["kv_mib"],
-                y=g["accuracy"],
-                name=method,
-                mode="lines+markers+text" if len(g) > 1 else "markers+text",
-                text=labels,
-                textposition="top center",
-                textfont=dict(size=10),
-                line=dict(color=colour(method), width=1.5),
-                marker=dict(size=11 if method == "full" else 8, symbol="star" if method == "full" else "circle"),
-                error_y=dict(type="data", array=g["accuracy_se"].fillna(0), visible=True, thickness=1),
-                hovertemplate=f"<b>{method}</b><br>budget %{{text}}<br>KV peak %{{x:.2f}} MiB"
-                "<br>accuracy %{y:.1f}%<extra></extra>",
-            )
-        )
-    fig.update_xaxes(title="peak KV-cache memory (MiB)")
-    fig.update_yaxes(title="accuracy (pass@1, %)")
-    _percent_axis(fig, frame)
-    return _layout(fig, f"Accuracy vs KV memory{' · ' + task if task else ''}")
-
-
-def metric_vs_budget(frame: pd.DataFrame, column: str, title: str, axis: str, percent: bool = False) -> go.Figure:
-    fig = go.Figure()
-    for method, g in frame[frame["budget"].notna()].groupby("method", sort=True):
-        g = g.sort_values("budget")
-        fig.add_trace(
-            go.Scatter(
-                x=g["budget"].astype(float),
-                y=g[column],
-                name=method,
-                mode="lines+markers",
-                line=dict(color=colour(method)),
-            )
-        )
-    for _, row in frame[frame["budget"].isna()].iterrows():
-        if row[column] is not None and not pd.isna(row[column]):
-            fig.add_hline(y=row[column], line=dict(color=colour("full"), dash="dash"))
-    fig.update_xaxes(title="KV budget", type="log", dtick=math.log10(2))
-    fig.update_yaxes(title=axis, rangemode="tozero")
-    if percent:
-        _percent_axis(fig, frame, column=column, se=None)
-    return _layout(fig, title, height=320)
-
-
-def kl_per_token(kl: list[float], ref_tokens: list[str], divergence: int | None) -> go.Figure:
-    x = np.arange(len(kl))
-    text = [ref_tokens[i].replace("\n", "⏎") if i < len(ref_tokens) else "" for i in x]
-    fig = go.Figure(
-        go.Scatter(
-            x=x,
-            y=kl,
-            mode="lines",
-            line=dict(color="#6a3d9a", width=1.2),
-            fill="tozeroy",
-            name="KL",
-            customdata=text,
-            hovertemplate="token %{x} «%{customdata}»<br>KL %{y:.4f}<extra></extra>",
-        )
-    )
-    if divergence is not None:
-        fig.add_vline(
-            x=divergence,
-            line=dict(color=LOOP_COLOUR, dash="dash"),
-            annotation_text="outputs diverge",
-            annotation_position="top right",
-        )
-    fig.update_xaxes(title="token of the full-cache output")
-    fig.update_yaxes(title="KL(full ‖ method)")
-    return _layout(fig, "Per-token KL against the full cache (teacher-forced)", height=300)
-
-
-_HEAT_SCALE = [[0.0, EVICTED_COLOUR], [0.5, "#f7f7f7"], [1.0, KEPT_COLOUR]]
-
-
-def cache_heatmap(ex: data.Explorer, title: str, height: int = 560, show_scale: bool = True) -> go.Figure:
-    """Original position (rows, bottom = first prompt token) x decode step (columns): the fraction
-    of each cell's (position, step) pairs the cache held; blank where the token did not exist yet."""
-    steps = (ex.step_edges[:-1] + ex.step_edges[1:] - 1) / 2.0
-    z = np.where(np.isnan(ex.heat), None, np.round(ex.heat, 3)).tolist()
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=steps,
-            y=ex.row_labels,
-            zmin=0,
-            zmax=1,
-            colorscale=_HEAT_SCALE,
-            hoverongaps=False,
-            colorbar=dict(tickvals=[0, 0.5, 1], ticktext=["evicted", "half", "kept"], len=0.5, thickness=12, y=0.5)
-            if show_scale
-            else None,
-            showscale=show_scale,
-            hovertemplate="positions %{y}<br>decode step ≈ %{x:.0f}<br>kept %{z:.0%}<extra></extra>",
-        )
-    )
-    n = len(ex.row_labels)
-    every = max(1, n // 8)
-    ticks = list(range(0, n, every))
-    fig.update_yaxes(
-        type="category",
-        tickmode="array",
-        tickvals=[ex.row_labels[i] for i in ticks],
-        ticktext=[str(int(ex.position_edges[i])) for i in ticks],
-        title="original token position",
-    )
-    fig.update_xaxes(title="decode step", range=[float(ex.step_edges[0]), float(ex.step_edges[-1])])
-    # the prompt / generation boundary and the loop
-    prompt_row = int(np.searchsorted(ex.position_edges, ex.prompt_length, side="right")) - 1
-    if 0 < prompt_row < n:
-        fig.add_shape(
-            type="line",
-            xref="paper",
-            x0=0,
-            x1=1,
-            y0=prompt_row - 0.5,
-            y1=prompt_row - 0.5,
-            line=dict(color="#555", width=1, dash="dot"),
-        )
-        fig.add_annotation(
-            xref="paper",
-            x=1,
-            y=prompt_row - 0.5,
-            text="end of prompt",
-            showarrow=False,
-            xanchor="right",
-            yanchor="bottom",
-            font=dict(size=10, color="#555"),
-        )
-    if ex.loop_step is not None:
-        fig.add_vline(
-            x=ex.loop_step,
-            line=dict(color=LOOP_COLOUR, width=2, dash="dash"),
-            annotation_text="loop starts",
-            annotation_font_color=LOOP_COLOUR,
-        )
-    fig.update_layout(plot_bgcolor="#ececec")
-    return _layout(fig, title, height=height)
-
-
-def _log_axis(
-    fig: go.Figure, values: list[float], title: str, axis: str = "y", fmt: Any = "{:g}".format, slack: float = 1.5
-) -> None:
-    """A log y (or x) axis labelled at 1-2-5 steps (full numbers, not mantissas)."""
-    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
-    vals = [float(v) for v in values if v is not None and not pd.isna(v) and float(v) > 0]
-    if not vals:
-        update(title=title, type="log")
-        return
-    lo, hi = min(vals), max(vals)
-    ticks = [
-        m * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)
-    ]
-    inside = [t for t in ticks if lo / slack <= t <= hi * slack] or [lo, hi]
-    if len(inside) > 10:  # a wide range: decades only
-        inside = [t for t in inside if f"{t:.0e}".startswith("1")] or inside
-    update(title=title, type="log", tickvals=inside, ticktext=[fmt(t) for t in inside])
-
-
-def magnitude_bars(mags: pd.DataFrame, layer: int) -> go.Figure:
-    m = mags[mags["layer"] == layer]
-    fig = go.Figure()
-    stats = ["p50", "mean", "p99", "max"]
-    for group, col in (("kept", KEPT_COLOUR), ("evicted", EVICTED_COLOUR)):
-        row = m[m["group"] == group]
-        if row.empty:
-            continue
-        r = row.iloc[0]
-        fig.add_trace(
-            go.Bar(
-                x=stats,
-                y=[r[s] for s in stats],
-                name=f"{group} (n={int(r['n'] or 0):,})",
-                marker_color=col,
-                hovertemplate=f"{group}<br>%{{x}} %{{y:.3g}}<extra></extra>",
-            )
-        )
-    _log_axis(fig, [v for t in fig.data for v in t.y], "value range (max − min over head_dim)")
-    return _layout(fig, f"Value magnitude of kept vs evicted tokens · layer {layer}", height=340, barmode="group")
-
-
-def _share_text(v: float) -> str:
-    return f"{v * 100:.2g}%" if v < 0.01 else f"{v * 100:.0f}%"
-
-
-def magnitude_distribution(
-    hist: pd.DataFrame, layer: int, mags: pd.DataFrame | None = None, log_share: bool = True
-) -> go.Figure:
-    """Overlaid histograms of the value magnitudes of the kept and of the evicted tokens of one layer:
-    the share of each group's tokens per (log-spaced) bin of value range; ``hist`` is
-    ``TraceInfo.histogram(layer)``. ``log_share``: a log y axis, so the rare large-value tokens of
-    the right tail stay visible next to the bulk. Dotted lines: each group's largest value."""
-    fig = go.Figure()
-    shares = hist["share"][hist["count"] > 0] if len(hist) else pd.Series(dtype=float)
-    floor = 0.0
-    if log_share and len(shares):
-        floor = 10.0 ** math.floor(math.log10(float(shares.min())) - 0.3)
-    x_values: list[float] = []
-    for group, col, fill in (
-        ("kept", KEPT_COLOUR, "rgba(33,102,172,0.30)"),
-        ("evicted", EVICTED_COLOUR, "rgba(224,130,20,0.35)"),
-    ):
-        g = hist[hist["group"] == group].sort_values("bin_lo") if len(hist) else hist
-        if g.empty or int(g["count"].sum()) == 0:
-            continue
-        lo, hi = g["bin_lo"].to_numpy(float), g["bin_hi"].to_numpy(float)
-        share = g["share"].to_numpy(float)
-        shown = np.where(share > 0, share, floor) if log_share else share
-        n = int(g["count"].sum())
-        name = f"{group} (n={n:,})"
-        if mags is not None and len(mags):
-            row = mags[(mags["layer"] == layer) & (mags["group"] == group)]
-            top = row["max"].iloc[0] if len(row) else None
-            if top is not None and not pd.isna(top):
-                name = f"{group} (n={n:,}, max {float(top):.3g})"
-                fig.add_vline(x=float(top), line=dict(color=col, width=1.5, dash="dot"))
-        # a closed step outline: up at the first bin's lower edge, along each bin, down at the last
-        fig.add_trace(
-            go.Scatter(
-                x=np.concatenate([[lo[0]], lo, [hi[-1], hi[-1]]]),
-                y=np.concatenate([[floor], shown, [shown[-1], floor]]),
-                mode="lines",
-                line=dict(color=col, width=1.5, shape="hv"),
-                fill="toself",
-                fillcolor=fill,
-                name=name,
-                legendgroup=group,
-                hoverinfo="skip",
-            )
-        )
-        has = g["count"].to_numpy() > 0
-        fig.add_trace(
-            go.Scatter(
-                x=np.sqrt(lo * hi)[has],
-                y=shown[has],
-                mode="markers",
-                marker=dict(color=col, size=6, opacity=0),
-                showlegend=False,
-                legendgroup=group,
-                customdata=np.column_stack([lo[has], hi[has], g["count"].to_numpy()[has], share[has] * 100]),
-                hovertemplate=f"{group}: %{{customdata[2]:,}} tokens (%{{customdata[3]:.2g}} %)"
-                "<br>value range %{customdata[0]:.3g} – %{customdata[1]:.3g}<extra></extra>",
-            )
-        )
-        x_values += [float(lo[0]), float(hi[-1])]
-    _log_axis(fig, x_values, "value range (max − min over head_dim), log scale", axis="x", slack=1.0)
-    if x_values:  # the bins' span and a little air (log axis ranges are in decades)
-        left, right = math.log10(min(x_values)), math.log10(max(x_values))
-        pad = 0.04 * max(right - left, 0.1)
-        fig.update_xaxes(range=[left - pad, right + pad])
-    if log_share:
-        _log_axis(
-            fig,
-            [floor * 1.5, float(shares.max()) if len(shares) else 1.0],
-            "share of the group's tokens",
-            fmt=_share_text,
-        )
-    else:
-        fig.update_yaxes(title="share of the group's tokens", tickformat=".0%", rangemode="tozero")
-    return _layout(fig, f"Value-magnitude distribution: kept vs evicted · layer {layer}", height=340)
-
-
-def magnitude_by_layer(mags: pd.DataFrame, layer: int) -> go.Figure:
-    fig = go.Figure()
-    for group, col in (("kept", KEPT_COLOUR), ("evicted", EVICTED_COLOUR)):
-        g = mags[mags["group"] == group].sort_values("layer")
-        fig.add_trace(
-            go.Scatter(x=g["layer"], y=g["p99"], name=f"{group} p99", mode="lines+markers", line=dict(color=col))
-        )
-        fig.add_trace(
-            go.Scatter(x=g["layer"], y=g["max"], name=f"{group} max", mode="lines", line=dict(color=col, dash="dot"))
-        )
-    fig.add_vline(x=layer, line=dict(color="#888", width=1))
-    fig.update_xaxes(title="layer")
-    _log_axis(fig, [v for t in fig.data for v in (t.y if t.y is not None else [])], "value range")
-    return _layout(fig, "Large-value tokens per layer: kept vs evicted", height=340)
-
-
-def lifetime_scatter(ex: data.Explorer) -> go.Figure:
-    life = ex.life
-    fig = go.Figure()
-    ev = life[life["evicted_at"] >= 0]
-    alive = life[life["evicted_at"] < 0]
-    fig.add_trace(
-        go.Scattergl(
-            x=ev["position"],
-            y=ev["evicted_at"],
-            mode="markers",
-            name="evicted at step",
-            marker=dict(size=3, color=EVICTED_COLOUR),
-            customdata=ev[["text", "lifetime"]].values if len(ev) else None,
-            hovertemplate="position %{x} «%{customdata[0]}»<br>evicted at step %{y}"
-            "<br>lived %{customdata[1]} steps<extra></extra>",
-        )
-    )
-    fig.add_trace(
-        go.Scattergl(
-            x=alive["position"],
-            y=np.full(len(alive), ex.n_steps),
-            mode="markers",
-            name="held to the end",
-            marker=dict(size=4, color=KEPT_COLOUR, symbol="line-ns-open"),
-            customdata=alive[["text"]].values if len(alive) else None,
-            hovertemplate="position %{x} «%{customdata[0]}»<br>never evicted<extra></extra>",
-        )
-    )
-    diag_x = np.array([ex.prompt_length, ex.prompt_length + ex.n_steps])
-    fig.add_trace(
-        go.Scatter(
-            x=diag_x,
-            y=diag_x - ex.prompt_length,
-            mode="lines",
-            name="written",
-            line=dict(color="#999", dash="dot", width=1),
-            hoverinfo="skip",
-        )
-    )
-    if ex.loop_step is not None:
-        fig.add_hline(y=ex.loop_step, line=dict(color=LOOP_COLOUR, dash="dash"))
-    fig.update_xaxes(title="original token position")
-    fig.update_yaxes(title="decode step")
-    return _layout(fig, "Survival of each position: when it was evicted", height=360)
-
-
-def survival_curves(
-    km: pd.DataFrame, other: pd.DataFrame | None = None, label_a: str = "", label_b: str = ""
-) -> go.Figure:
-    fig = go.Figure()
-    for frame, lab, dash in ((km, label_a, "solid"), (other, label_b, "dash")):
-        if frame is None:
-            continue
-        for origin, col in (("prompt", "#4d4d4d"), ("generated", "#7b3294")):
-            g = frame[frame["origin"] == origin]
-            if g.empty:
-                continue
-            name = f"{origin} tokens" + (f" · {lab}" if lab else "")
-            fig.add_trace(
-                go.Scatter(
-                    x=g["age"], y=g["survival"], name=name, mode="lines", line=dict(color=col, dash=dash, shape="hv")
-                )
-            )
-    fig.update_xaxes(title="age (decode steps since the token was written)")
-    fig.update_yaxes(title="still in the cache", range=[0, 1.02], tickformat=".0%")
-    return _layout(fig, "Survival over time (Kaplan–Meier)", height=360)
-
-
-def eviction_timeline(ex: data.Explorer) -> go.Figure:
-    tl = ex.timeline
-    fig = go.Figure()
-    for origin, col in (("prompt", "#4d4d4d"), ("generated", EVICTED_COLOUR)):
-        g = tl[tl["origin"] == origin]
-        if g.empty:
-            continue
-        fig.add_trace(
-            go.Scattergl(
-                x=g["step"],
-                y=g["position"],
-                mode="markers",
-                name=f"evicted {origin} token",
-                marker=dict(size=4, color=col, opacity=0.7),
-                customdata=g[["text", "age"]].values,
-                hovertemplate="step %{x}: evicted position %{y} «%{customdata[0]}»"
-                "<br>age %{customdata[1]} steps<extra></extra>",
-            )
-        )
-    if ex.loop_step is not None:
-        fig.add_vline(
-            x=ex.loop_step,
-            line=dict(color=LOOP_COLOUR, dash="dash"),
-            annotation_text="loop starts",
-            annotation_font_color=LOOP_COLOUR,
-        )
-    fig.update_xaxes(title="decode step of the eviction")
-    fig.update_yaxes(title="evicted original position")
-    return _layout(
-        fig,
-        "Eviction timeline: which positions each eviction removed (select points to read them)",
-        height=400,
-        dragmode="select",
-    )
-
-
-def eviction_age(ex: data.Explorer) -> go.Figure:
-    ev = ex.events
-    fig = go.Figure(
-        go.Scatter(
-            x=ev["step"],
-            y=ev["median_age"],
-            mode="lines+markers",
-            marker=dict(size=4),
-            line=dict(color="#7b3294"),
-            name="median age",
-            hovertemplate="step %{x}: median age of the evicted %{y:.0f} steps<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title="decode step of the eviction")
-    fig.update_yaxes(title="median age of evicted tokens", rangemode="tozero")
-    return _layout(fig, "How old are the tokens each eviction removes?", height=300)
-
-
-def overlap_chart(ov: pd.DataFrame, label_a: str, label_b: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(x=ov["step"], y=ov["both"], stackgroup="one", name="held by both", line=dict(color="#5e3c99"))
-    )
-    fig.add_trace(
-        go.Scatter(x=ov["step"], y=ov["only_a"], stackgroup="one", name=f"only {label_a}", line=dict(color="#e66101"))
-    )
-    fig.add_trace(
-        go.Scatter(x=ov["step"], y=ov["only_b"], stackgroup="one", name=f"only {label_b}", line=dict(color="#b2abd2"))
-    )
-    fig.add_trace(
-        go.Scatter(x=ov["step"], y=ov["jaccard"], name="Jaccard", yaxis="y2", line=dict(color="#111", dash="dot"))
-    )
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", range=[0, 1], title="Jaccard", tickformat=".0%"))
-    fig.update_xaxes(title="decode step")
-    fig.update_yaxes(title="positions held")
-    return _layout(fig, "Which positions the two caches share", height=340)
+#: The comparison table's columns as pages show them (``data.RESULT_COLUMNS`` without the
+#: bookkeeping ones), and how each reads wherever it is shown.
+RESULT_TABLE = [
+    c for c in data.RESULT_COLUMNS if c not in ("model", "method_name", "params", "trace_level", "fidelity", "job_id")
+]
+RESULT_COLUMN_CONFIG = {
+    "task": st.column_config.TextColumn("task"),
+    "method": st.column_config.TextColumn("method", help="Parameters that differ from the defaults follow the colon."),
+    "budget": st.column_config.TextColumn("budget", help="KV pairs kept per layer and KV head."),
+    "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f", help="Mean pass@1 over problems."),
+    "accuracy_se": st.column_config.NumberColumn(
+        "± SE", format="%.1f", help="Standard error of the mean over problems."
+    ),
+    "loop_rate": st.column_config.NumberColumn(
+        "loops %", format="%.0f", help="Samples whose tail is a repetition loop."
+    ),
+    "kl_mean": st.column_config.NumberColumn(
+        "KL", format="%.4f", help="Mean per-token KL(full ‖ method), teacher-forced."
+    ),
+    "top1_agreement": st.column_config.NumberColumn(
+        "top-1 %", format="%.1f", help="Tokens whose argmax matches the full cache's."
+    ),
+    "tokens_per_s": st.column_config.NumberColumn("tok/s", format="%.1f"),
+    "kv_mib": st.column_config.NumberColumn("KV MiB", format="%.2f", help="Peak KV-cache memory."),
+    "n_problems": st.column_config.NumberColumn("problems"),
+    "n_samples": st.column_config.NumberColumn("samples"),
+    "truncated_rate": st.column_config.NumberColumn("truncated %", format="%.0f"),
+    "mean_new_tokens": st.column_config.NumberColumn("mean tokens", format="%.0f"),
+    "evictions": st.column_config.NumberColumn("evictions", format="%.1f"),
+    "sparsity": st.column_config.NumberColumn("kept / length", format="%.3f"),
+    "pass_at_k": st.column_config.TextColumn("pass@k %"),
+    "residual": st.column_config.NumberColumn("residual"),
+    "source": st.column_config.TextColumn("source"),
+    "run_id": st.column_config.NumberColumn("run"),
+}
+#: A sample list's columns as the Sample page shows them (the verdict as a symbol).
+SAMPLE_TABLE = [
+    "verdict" if c == "correct" else c
+    for c in data.SAMPLE_COLUMNS
+    if c not in ("run_id", "grade_status", "tokens_per_s", "evictions")
+]

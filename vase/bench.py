@@ -23,6 +23,7 @@ from .metrics import sparsity
 from .policies import InvalidParameter, build_policy, policy_class, validate_geometry
 from .store import config_hash
 from .traces import TRACE_LEVELS
+
 PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
 RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
                   "tokens_per_s", "kv_bytes_peak")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import charts, data, ui
 
 st.title("Compare methods")
 st.caption(
@@ -77,60 +77,8 @@ def _page() -> None:
         key="compare_table",
         on_select="rerun",
         selection_mode="single-row",
-        column_order=[
-            "task",
-            "method",
-            "budget",
-            "accuracy",
-            "accuracy_se",
-            "loop_rate",
-            "kl_mean",
-            "top1_agreement",
-            "tokens_per_s",
-            "kv_mib",
-            "n_problems",
-            "n_samples",
-            "truncated_rate",
-            "mean_new_tokens",
-            "evictions",
-            "sparsity",
-            "pass_at_k",
-            "residual",
-            "source",
-            "run_id",
-        ],
-        column_config={
-            "task": st.column_config.TextColumn("task"),
-            "method": st.column_config.TextColumn(
-                "method", help="Parameters that differ from the defaults follow the colon."
-            ),
-            "budget": st.column_config.TextColumn("budget", help="KV pairs kept per layer and KV head."),
-            "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f", help="Mean pass@1 over problems."),
-            "accuracy_se": st.column_config.NumberColumn(
-                "± SE", format="%.1f", help="Standard error of the mean over problems."
-            ),
-            "loop_rate": st.column_config.NumberColumn(
-                "loops %", format="%.0f", help="Samples whose tail is a repetition loop."
-            ),
-            "kl_mean": st.column_config.NumberColumn(
-                "KL", format="%.4f", help="Mean per-token KL(full ‖ method), teacher-forced."
-            ),
-            "top1_agreement": st.column_config.NumberColumn(
-                "top-1 %", format="%.1f", help="Tokens whose argmax matches the full cache's."
-            ),
-            "tokens_per_s": st.column_config.NumberColumn("tok/s", format="%.1f"),
-            "kv_mib": st.column_config.NumberColumn("KV MiB", format="%.2f", help="Peak KV-cache memory."),
-            "n_problems": st.column_config.NumberColumn("problems"),
-            "n_samples": st.column_config.NumberColumn("samples"),
-            "truncated_rate": st.column_config.NumberColumn("truncated %", format="%.0f"),
-            "mean_new_tokens": st.column_config.NumberColumn("mean tokens", format="%.0f"),
-            "evictions": st.column_config.NumberColumn("evictions", format="%.1f"),
-            "sparsity": st.column_config.NumberColumn("kept / length", format="%.3f"),
-            "pass_at_k": st.column_config.TextColumn("pass@k %"),
-            "residual": st.column_config.NumberColumn("residual"),
-            "source": st.column_config.TextColumn("source"),
-            "run_id": st.column_config.NumberColumn("run"),
-        },
+        column_order=ui.RESULT_TABLE,
+        column_config=ui.RESULT_COLUMN_CONFIG,
     )
     ui.downloads(shown.drop(columns=["method_name"]), "vase-results", key="compare_dl")
     rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
@@ -178,19 +126,19 @@ def _page() -> None:
     left, right = st.columns(2)
     with left:
         if at_task["budget"].notna().any() or (paper is not None and not paper.empty):
-            st.plotly_chart(ui.accuracy_vs_budget(at_task, paper, task), key="compare_acc_budget")
+            st.plotly_chart(charts.accuracy_vs_budget(at_task, paper, task), key="compare_acc_budget")
         else:
             ui.empty("Only the full cache ran on this task: there is no budget axis to plot.")
     with right:
         if at_task["kv_mib"].notna().any():
-            st.plotly_chart(ui.accuracy_vs_memory(at_task, task), key="compare_acc_memory")
+            st.plotly_chart(charts.accuracy_vs_memory(at_task, task), key="compare_acc_memory")
         else:
             ui.empty("No KV-memory measurements for these runs.")
     if at_task["budget"].notna().any():
         l2, r2 = st.columns(2)
         with l2:
             st.plotly_chart(
-                ui.metric_vs_budget(
+                charts.metric_vs_budget(
                     at_task, "loop_rate", "Repetition loops vs budget", "samples in a loop (%)", percent=True
                 ),
                 key="compare_loops",
@@ -198,7 +146,7 @@ def _page() -> None:
         with r2:
             if at_task["kl_mean"].notna().any():
                 st.plotly_chart(
-                    ui.metric_vs_budget(at_task, "kl_mean", "Fidelity: KL to the full cache", "mean KL"),
+                    charts.metric_vs_budget(at_task, "kl_mean", "Fidelity: KL to the full cache", "mean KL"),
                     key="compare_kl",
                 )
             else:

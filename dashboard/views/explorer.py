@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import charts, data, ui
 
 st.title("Cache explorer")
 st.caption(
@@ -30,23 +30,14 @@ def _pick_sample() -> int | None:
     if preset is not None:
         try:
             smp = data.sample(int(preset))
-            run = traced[traced["run_id"] == int(smp["run_id"])]
-            if not run.empty:
-                st.session_state["explorer_task"] = run.iloc[0]["task"]
-                st.session_state["explorer_model"] = run.iloc[0]["model"]
-                st.session_state["explorer_run"] = int(smp["run_id"])
+            if ui.select_run(traced, smp["run_id"], "explorer"):
                 st.session_state["explorer_sample"] = int(preset)
         except data.NotFound:
             st.warning(f"Sample {preset} does not exist.")
     c1, c2, c3, c4 = st.columns([2, 2, 4, 4])
-    task = c1.selectbox("Task", sorted(traced["task"].unique()), key="explorer_task")
-    model = c2.selectbox("Model", sorted(traced[traced["task"] == task]["model"].unique()), key="explorer_model")
-    runs = traced[(traced["task"] == task) & (traced["model"] == model)]
-    labels = {int(r["run_id"]): f"{data.run_label(r)} · {r['trace_level']} trace" for _, r in runs.iterrows()}
-    if st.session_state.get("explorer_run") not in labels:  # default: the first run that evicts
-        evicting = [int(r["run_id"]) for _, r in runs.iterrows() if r["method_name"] != "full"]
-        st.session_state["explorer_run"] = (evicting or list(labels))[0]
-    run_id = c3.selectbox("Run", list(labels), format_func=labels.get, key="explorer_run")
+    run_id = ui.pick_run(
+        traced, [c1, c2, c3], "explorer", "Run", lambda r: f"{data.run_label(r)} · {r['trace_level']} trace"
+    )
     if run_id is None:
         return None
     frame = data.samples([run_id])
@@ -72,7 +63,8 @@ def _magnitudes(info: data.TraceInfo, layer: int, per_decade: int = 8) -> None:
         if len(hist):
             log_share = st.session_state.get("explorer_mag_log", True)
             st.plotly_chart(
-                ui.magnitude_distribution(hist, layer, info.magnitudes, log_share=log_share), key="explorer_mag_dist"
+                charts.magnitude_distribution(hist, layer, info.magnitudes, log_share=log_share),
+                key="explorer_mag_dist",
             )
             st.toggle(
                 "Log share axis",
@@ -81,9 +73,9 @@ def _magnitudes(info: data.TraceInfo, layer: int, per_decade: int = 8) -> None:
                 help="A log y axis keeps the rare large-value tokens of the right tail visible next to the bulk.",
             )
         else:
-            st.plotly_chart(ui.magnitude_bars(info.magnitudes, layer), key="explorer_mag_bars")
+            st.plotly_chart(charts.magnitude_bars(info.magnitudes, layer), key="explorer_mag_bars")
     with b:
-        st.plotly_chart(ui.magnitude_by_layer(info.magnitudes, layer), key="explorer_mag_layers")
+        st.plotly_chart(charts.magnitude_by_layer(info.magnitudes, layer), key="explorer_mag_layers")
     if len(hist):
         st.caption(
             "Left: the share of the kept (blue) and of the evicted (orange) tokens per bin of value magnitude — "
@@ -155,19 +147,19 @@ def _compare(sample_id: int, ex: data.Explorer, layer: int, head: int, resolutio
     ex_b = data.explorer(other, layer, head, max_positions=resolution[0], max_steps=resolution[1])
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(ui.cache_heatmap(ex, f"A · {label_a}", height=430, show_scale=False), key="explorer_cmp_a")
+        st.plotly_chart(charts.cache_heatmap(ex, f"A · {label_a}", height=430, show_scale=False), key="explorer_cmp_a")
         st.caption(f"A: {ex.n_evicted:,} positions evicted, {ex.held_at_end:,} held at the end.")
     with b:
         st.plotly_chart(
-            ui.cache_heatmap(ex_b, f"B · {options[other]}", height=430, show_scale=False), key="explorer_cmp_b"
+            charts.cache_heatmap(ex_b, f"B · {options[other]}", height=430, show_scale=False), key="explorer_cmp_b"
         )
         st.caption(f"B: {ex_b.n_evicted:,} positions evicted, {ex_b.held_at_end:,} held at the end.")
     c, d = st.columns(2)
     with c:
         overlap = data.held_overlap(sample_id, other, layer, head)
-        st.plotly_chart(ui.overlap_chart(overlap, "A", "B"), key="explorer_overlap")
+        st.plotly_chart(charts.overlap_chart(overlap, "A", "B"), key="explorer_overlap")
     with d:
-        st.plotly_chart(ui.survival_curves(ex.km, ex_b.km, "A", "B"), key="explorer_cmp_km")
+        st.plotly_chart(charts.survival_curves(ex.km, ex_b.km, "A", "B"), key="explorer_cmp_km")
 
 
 def _page() -> None:
@@ -186,13 +178,7 @@ def _page() -> None:
     m[2].metric("eviction events", f"{info.n_events:,}", help="One per layer per eviction round.")
     m[3].metric("positions evicted", f"{info.n_evicted:,}", help="Summed over layers and KV heads.")
     m[4].metric(f"trace ({info.level})", ui.size(info.nbytes))
-    m[5].metric(
-        "loop",
-        "yes" if smp.get("loop_detected") else "no",
-        f"from token {smp['loop_start']}" if smp.get("loop_start") is not None else None,
-        delta_color="off",
-        delta_arrow="off",
-    )
+    ui.loop_metric(m[5], smp)
 
     # layer and head: from the link on first load (?layer=&head=), kept inside the trace's geometry
     for name, count in (("layer", info.num_layers), ("head", info.num_kv_heads)):
@@ -234,7 +220,7 @@ def _page() -> None:
             f" Down-sampled to {len(ex.position_edges) - 1} × {len(ex.step_edges) - 1} bins: a cell is the "
             "fraction of its (position, step) pairs the cache held."
         )
-    st.plotly_chart(ui.cache_heatmap(ex, f"Kept / evicted · layer {layer}, KV head {head}"), key="explorer_heatmap")
+    st.plotly_chart(charts.cache_heatmap(ex, f"Kept / evicted · layer {layer}, KV head {head}"), key="explorer_heatmap")
     st.caption("Blue: held, orange: evicted, grey: not written yet (the diagonal is the generation front)." + bins_note)
 
     st.subheader("Value magnitude: kept vs evicted", divider="gray")
@@ -243,16 +229,16 @@ def _page() -> None:
     st.subheader("Survival", divider="gray")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(ui.lifetime_scatter(ex), key="explorer_lifetime")
+        st.plotly_chart(charts.lifetime_scatter(ex), key="explorer_lifetime")
     with b:
-        st.plotly_chart(ui.survival_curves(ex.km), key="explorer_km")
+        st.plotly_chart(charts.survival_curves(ex.km), key="explorer_km")
 
     st.subheader("Eviction timeline", divider="gray")
     if ex.timeline.empty:
         ui.empty("No eviction in this layer and head.")
     else:
         event = st.plotly_chart(
-            ui.eviction_timeline(ex),
+            charts.eviction_timeline(ex),
             key="explorer_timeline",
             on_select="rerun",
             selection_mode=("points", "box", "lasso"),
@@ -269,7 +255,7 @@ def _page() -> None:
             st.caption("Select points (box or lasso) to list the evicted tokens as text.")
         if len(ex.timeline) < ex.n_evicted:
             st.caption(f"Showing {len(ex.timeline):,} of {ex.n_evicted:,} evicted positions (evenly down-sampled).")
-        st.plotly_chart(ui.eviction_age(ex), key="explorer_age")
+        st.plotly_chart(charts.eviction_age(ex), key="explorer_age")
 
     _inspector(sample_id, ex, int(layer), int(head))
     if st.toggle("Compare with another method on the same prompt", key="explorer_compare"):

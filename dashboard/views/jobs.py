@@ -129,23 +129,8 @@ def _job_detail(frame: pd.DataFrame) -> None:
                 results.assign(budget=[ui.budget_text(b) for b in results["budget"]]),
                 hide_index=True,
                 width="stretch",
-                column_order=[
-                    "task",
-                    "method",
-                    "budget",
-                    "accuracy",
-                    "accuracy_se",
-                    "loop_rate",
-                    "kl_mean",
-                    "top1_agreement",
-                    "n_samples",
-                ],
-                column_config={
-                    "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f"),
-                    "accuracy_se": st.column_config.NumberColumn("± SE", format="%.1f"),
-                    "loop_rate": st.column_config.NumberColumn("loops %", format="%.0f"),
-                    "top1_agreement": st.column_config.NumberColumn("top-1 %", format="%.1f"),
-                },
+                column_order=[*ui.RESULT_TABLE[: ui.RESULT_TABLE.index("top1_agreement") + 1], "n_samples"],
+                column_config=ui.RESULT_COLUMN_CONFIG,
             )
             if st.button("Compare this job", icon=":material/leaderboard:", key="jobs_compare"):
                 st.session_state["compare_source"] = f"job {job_id[:8]}"
@@ -159,6 +144,15 @@ def _job_detail(frame: pd.DataFrame) -> None:
 def _error(errors: dict[str, str], name: str) -> None:
     if name in errors:
         st.error(errors[name], icon=":material/error:")
+
+
+def _field(column: Any, errors: dict[str, str], name: str, widget: str, *args: Any, **kwargs: Any) -> Any:
+    """The form widget ``widget`` (e.g. ``"text_input"``) in ``column``, with the API's error about
+    the body field ``name`` under it."""
+    value = getattr(column, widget)(*args, **kwargs)
+    with column:
+        _error(errors, name)
+    return value
 
 
 def _param_widget(method: str, name: str, default: Any, errors: dict[str, str]) -> tuple[Any, bool]:
@@ -218,84 +212,59 @@ def _submit_form() -> None:
     task_names = [t["name"] for t in tasks]
     with st.form("job_form", border=True):
         c1, c2, c3 = st.columns([2, 3, 1])
-        task = c1.selectbox(
-            "Task",
-            task_names,
+        task = _field(
+            c1, errors, "task", "selectbox", "Task", task_names, key="job_task",
             index=task_names.index("arith-chain") if "arith-chain" in task_names else 0,
-            key="job_task",
             format_func=lambda n: (
                 n + ("" if next((t for t in tasks if t["name"] == n), {}).get("offline") in (None, True) else " (hub)")
             ),
         )
-        with c1:
-            _error(errors, "task")
-        model = c2.text_input(
-            "Model",
-            value="",
+        model = _field(
+            c2, errors, "model", "text_input", "Model", value="", key="job_model",
             placeholder="the service's default (embedded SmolLM2-135M)",
-            key="job_model",
             help="A Hugging Face hub id, a folder on the workers, or embedded:smollm2-135m-instruct.",
         )
-        with c2:
-            _error(errors, "model")
-        limit = c3.number_input("Problems", min_value=1, value=4, step=1, key="job_limit")
-        with c3:
-            _error(errors, "limit")
+        limit = _field(c3, errors, "limit", "number_input", "Problems", min_value=1, value=4, step=1, key="job_limit")
 
         c1, c2, c3, c4 = st.columns(4)
-        budgets_text = c1.text_input(
-            "Budgets", value="128", key="job_budgets", help="Comma-separated KV budgets (multiples of the residual)."
+        budgets_text = _field(
+            c1, errors, "budgets", "text_input", "Budgets", value="128", key="job_budgets",
+            help="Comma-separated KV budgets (multiples of the residual).",
         )
-        with c1:
-            _error(errors, "budgets")
-        residual = c2.number_input(
-            "Residual",
-            min_value=1,
-            value=32,
-            step=1,
-            key="job_residual",
+        residual = _field(
+            c2, errors, "residual", "number_input", "Residual", min_value=1, value=32, step=1, key="job_residual",
             help="Recency window; evictions run every `residual` steps.",
         )
-        with c2:
-            _error(errors, "residual")
-        max_new = c3.number_input("Max new tokens", min_value=1, value=256, step=32, key="job_max_new_tokens")
-        with c3:
-            _error(errors, "max_new_tokens")
-        samples = c4.number_input("Samples per problem", min_value=1, value=1, step=1, key="job_samples")
-        with c4:
-            _error(errors, "samples")
+        max_new = _field(
+            c3, errors, "max_new_tokens", "number_input", "Max new tokens", min_value=1, value=256, step=32,
+            key="job_max_new_tokens",
+        )
+        samples = _field(
+            c4, errors, "samples", "number_input", "Samples per problem", min_value=1, value=1, step=1,
+            key="job_samples",
+        )
 
         c1, c2, c3, c4 = st.columns(4)
-        trace = c1.selectbox(
-            "Eviction trace",
-            list(TRACE_LEVELS),
-            index=2,
-            key="job_trace",
+        trace = _field(
+            c1, errors, "trace", "selectbox", "Eviction trace", list(TRACE_LEVELS), index=2, key="job_trace",
             help="`full` records which positions every layer and head kept (for the cache explorer).",
         )
-        with c1:
-            _error(errors, "trace")
-        fidelity = c2.checkbox("Fidelity (KL, top-1 vs full cache)", value=True, key="job_fidelity")
-        with c2:
-            _error(errors, "fidelity")
-        seeds = c3.number_input("Seed", min_value=0, value=0, step=1, key="job_seeds")
-        with c3:
-            _error(errors, "seeds")
-        decoding = c4.selectbox("Decoding", ["model default", "greedy", "sample"], key="job_decoding")
-        with c4:
-            _error(errors, "do_sample")
+        fidelity = _field(
+            c2, errors, "fidelity", "checkbox", "Fidelity (KL, top-1 vs full cache)", value=True, key="job_fidelity"
+        )
+        seeds = _field(c3, errors, "seeds", "number_input", "Seed", min_value=0, value=0, step=1, key="job_seeds")
+        decoding = _field(
+            c4, errors, "do_sample", "selectbox", "Decoding", ["model default", "greedy", "sample"], key="job_decoding"
+        )
 
         with st.expander("Sampling parameters (when sampling)"):
             s1, s2, s3 = st.columns(3)
-            temperature = s1.text_input("Temperature", value="", placeholder="model default", key="job_temperature")
-            with s1:
-                _error(errors, "temperature")
-            top_p = s2.text_input("Top-p", value="", placeholder="model default", key="job_top_p")
-            with s2:
-                _error(errors, "top_p")
-            top_k = s3.text_input("Top-k", value="", placeholder="model default", key="job_top_k")
-            with s3:
-                _error(errors, "top_k")
+            sampling = {
+                name: _field(column, errors, name, "text_input", label, value="", placeholder="model default",
+                             key=f"job_{name}")
+                for column, name, label in ((s1, "temperature", "Temperature"), (s2, "top_p", "Top-p"),
+                                            (s3, "top_k", "Top-k"))
+            }
 
         params: dict[str, dict[str, Any]] = {}
         with_params = [m for m in chosen if by_name.get(m, {}).get("params")]
@@ -322,7 +291,8 @@ def _submit_form() -> None:
         generation: dict[str, Any] = {}
         if decoding != "model default":
             generation["do_sample"] = decoding == "sample"
-        for name, raw, cast in (("temperature", temperature, float), ("top_p", top_p, float), ("top_k", top_k, int)):
+        for name, cast in (("temperature", float), ("top_p", float), ("top_k", int)):
+            raw = sampling[name]
             if raw.strip():
                 try:
                     generation[name] = cast(raw)

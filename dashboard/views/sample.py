@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import charts, data, ui
 
 st.title("Sample")
 LOOP_BG = "#f9c6de"
@@ -28,20 +28,9 @@ def _pick_sample() -> int | None:
         ui.empty("No samples yet: run `vase bench` or submit a job on the **Jobs** page.")
         return None
     preset_run = st.session_state.pop("sample_run_id", None)
-    if preset_run is not None and preset_run in set(all_runs["run_id"]):
-        row = all_runs[all_runs["run_id"] == preset_run].iloc[0]
-        st.session_state["sample_task"] = row["task"]
-        st.session_state["sample_model"] = row["model"]
-        st.session_state["sample_run"] = int(preset_run)
-    c1, c2, c3 = st.columns([2, 2, 4])
-    task = c1.selectbox("Task", sorted(all_runs["task"].unique()), key="sample_task")
-    model = c2.selectbox("Model", sorted(all_runs[all_runs["task"] == task]["model"].unique()), key="sample_model")
-    runs = all_runs[(all_runs["task"] == task) & (all_runs["model"] == model)]
-    labels = {int(r["run_id"]): ui_run_label(r) for _, r in runs.iterrows()}
-    if st.session_state.get("sample_run") not in labels:  # default: the first run that evicts
-        evicting = [int(r["run_id"]) for _, r in runs.iterrows() if r["method_name"] != "full"]
-        st.session_state["sample_run"] = (evicting or list(labels))[0]
-    run_id = c3.selectbox("Run (method · budget)", list(labels), format_func=labels.get, key="sample_run")
+    if preset_run is not None:
+        ui.select_run(all_runs, preset_run, "sample")
+    run_id = ui.pick_run(all_runs, st.columns([2, 2, 4]), "sample", "Run (method · budget)", ui_run_label)
     if run_id is None:
         return None
 
@@ -79,22 +68,7 @@ def _pick_sample() -> int | None:
             key="sample_table",
             on_select=_from_table,
             selection_mode="single-row",
-            column_order=[
-                "sample_id",
-                "problem_id",
-                "sample_index",
-                "verdict",
-                "extracted",
-                "answer",
-                "new_tokens",
-                "truncated",
-                "loop_detected",
-                "loop_start",
-                "kl_mean",
-                "top1_agreement",
-                "first_divergence",
-                "trace_level",
-            ],
+            column_order=ui.SAMPLE_TABLE,
             column_config={
                 "sample_id": "id",
                 "sample_index": "index",
@@ -157,13 +131,7 @@ def _show(sample_id: int) -> None:
         delta_color="off",
         delta_arrow="off",
     )
-    m[1].metric(
-        "loop",
-        "yes" if smp.get("loop_detected") else "no",
-        f"from token {smp['loop_start']}" if smp.get("loop_start") is not None else None,
-        delta_color="off",
-        delta_arrow="off",
-    )
+    ui.loop_metric(m[1], smp)
     m[2].metric("KL to full", ui.fmt(smp.get("kl_mean"), ".4f"))
     m[3].metric(
         "top-1 agreement",
@@ -241,11 +209,11 @@ def _show(sample_id: int) -> None:
             ref_out = view.reference["output"]
             ref_char = None
             if fd is not None and view.reference_tokens:
-                ref_char = data._char_offset(ref_out, view.reference_tokens, int(fd))
+                ref_char = data.char_offset(ref_out, view.reference_tokens, int(fd))
             st.markdown(f"**Full-cache output** (sample #{view.reference['id']})")
             st.markdown(ui.text_box(ui.highlighted(ref_out, ref_char, DIVERGE_BG), height=300), unsafe_allow_html=True)
         if view.kl_per_token:
-            st.plotly_chart(ui.kl_per_token(view.kl_per_token, view.reference_tokens, fd), key="sample_kl")
+            st.plotly_chart(charts.kl_per_token(view.kl_per_token, view.reference_tokens, fd), key="sample_kl")
             st.caption(
                 "Teacher-forced along the full-cache output: at each of its tokens, the KL divergence between "
                 "the full cache's next-token distribution and this method's. Spikes are where the evicted "

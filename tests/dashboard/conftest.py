@@ -8,7 +8,8 @@
 - ``dash_env``: points the dashboard (settings) at a database and at an API URL.
 - ``api_server``: the real API (``api.app.create_app``) served by uvicorn on a loopback port in a
   thread, on its own temporary SQLite database, with a bearer token.
-- ``app_test``: a Streamlit ``AppTest`` of ``dashboard/app.py``.
+- ``app_test``: a Streamlit ``AppTest`` of ``dashboard/app.py``; ``page_of_sample``: its Sample or
+  Cache explorer page on one sample.
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ def dash_env(monkeypatch):
         monkeypatch.delenv("VASE_BROKER_URL", raising=False)
         get_settings.cache_clear()
         from dashboard import data
+        from dashboard.data import api
 
         data.clear_caches()
-        data._api_methods.clear()
-        data._api_tasks.clear()
+        api._api_methods.clear()
+        api._api_tasks.clear()
 
     yield configure
     get_settings.cache_clear()
@@ -105,6 +107,23 @@ def app_test():
         return AppTest.from_file(str(APP), default_timeout=timeout)
 
     return make
+
+
+@pytest.fixture
+def page_of_sample(dash_env, app_test):
+    """``page_of_sample(db_url, page, sample_id)``: the page (``"sample"``, ``"explorer"``) run on a
+    sample of that database (``?sample=``), checked to render without an error."""
+
+    def open_page(db_url: str, page: str, sample_id: int):
+        dash_env(db_url)
+        at = app_test()
+        at.switch_page(f"views/{page}.py")
+        at.query_params["sample"] = str(sample_id)
+        at.run()
+        assert not errors_of(at), errors_of(at)
+        return at
+
+    return open_page
 
 
 @pytest.fixture(scope="module")

@@ -118,38 +118,47 @@ def test_api_down_is_explained(dash_env, seeded_url):
 
 
 def test_error_bodies_map_to_fields():
+    from dashboard.data.api import form_errors
+    from vase.client import ApiError
+
     payload = {"methods": [{"name": "full"}, {"name": "vase", "params": {"n_large": "x"}}]}
-    ours = data._parse_errors(
-        422,
-        {
-            "error": "invalid_request",
-            "message": "m",
-            "errors": [
-                {"field": "budgets[0]", "rule": "must be a multiple of residual (32)"},
-                {"field": "methods[1].params.n_large", "rule": "must be an integer"},
-                {"field": "generation.temperature", "rule": "must be > 0"},
-            ],
-        },
+    ours = form_errors(
+        ApiError.from_body(
+            422,
+            {
+                "error": "invalid_request",
+                "message": "m",
+                "errors": [
+                    {"field": "budgets[0]", "rule": "must be a multiple of residual (32)"},
+                    {"field": "methods[1].params.n_large", "rule": "must be an integer"},
+                    {"field": "generation.temperature", "rule": "must be > 0"},
+                ],
+            },
+        ),
         payload,
     )
     assert ours.field_errors["budgets"] == "must be a multiple of residual (32)"
     assert ours.field_errors["param:vase:n_large"] == "must be an integer"
     assert ours.field_errors["temperature"] == "must be > 0"
-    fastapi = data._parse_errors(
-        422,
-        {
-            "detail": [
-                {"loc": ["body", "residual"], "msg": "Input should be greater than or equal to 1", "type": "x"},
-                {"loc": ["body", "methods", 1, "params", "n_large"], "msg": "Value error, bad", "type": "x"},
-            ]
-        },
+    # what the API makes of a schema error (api/errors.py): the field's body path and the rule
+    schema = form_errors(
+        ApiError.from_body(
+            422,
+            {
+                "error": "invalid_request",
+                "message": "residual: Input should be greater than or equal to 1",
+                "errors": [{"field": "residual", "location": "body", "rule": "Input should be greater than or equal to 1"}],
+            },
+        ),
         payload,
     )
-    assert fastapi.field_errors["residual"].startswith("Input should be")
-    assert fastapi.field_errors["param:vase:n_large"] == "bad"
-    text = data._parse_errors(422, {"detail": "budget: must be greater than residual (32), got 16"}, payload)
-    assert text.field_errors == {"budgets": "must be greater than residual (32), got 16"}
-    other = data._parse_errors(422, {"detail": "something else broke"}, payload)
+    assert schema.field_errors["residual"].startswith("Input should be")
+    unplaced = form_errors(
+        ApiError.from_body(422, {"error": "invalid_request", "message": "m", "errors": [{"field": "x", "rule": "bad"}]}),
+        payload,
+    )
+    assert unplaced.message == "x: bad" and not unplaced.field_errors
+    other = form_errors(ApiError.from_body(409, {"error": "conflict", "message": "something else broke"}), payload)
     assert other.message == "something else broke" and not other.field_errors
 
 

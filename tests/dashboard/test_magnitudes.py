@@ -68,14 +68,9 @@ def test_histograms_in_trace_info(mag_url, dash_env):
 
 
 @pytest.mark.parametrize("name", ["new", "old", "old-summary"])
-def test_explorer_magnitude_section(name, mag_url, dash_env, app_test):
+def test_explorer_magnitude_section(name, mag_url, page_of_sample):
     url, ids = mag_url
-    dash_env(url)
-    at = app_test()
-    at.switch_page("views/explorer.py")
-    at.query_params["sample"] = str(ids[name])
-    at.run()
-    assert not errors_of(at), errors_of(at)
+    at = page_of_sample(url, "explorer", ids[name])
     _chart(at, "Large-value tokens per layer")  # the per-layer p99/max chart stays
     if name == "new":
         spec = _chart(at, "Value-magnitude distribution: kept vs evicted · layer 0")

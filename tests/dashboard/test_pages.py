@@ -110,14 +110,9 @@ def test_sample_page(seeded_app):
     assert not errors_of(at)
 
 
-def test_sample_loop_is_highlighted(long_url, dash_env, app_test):
+def test_sample_loop_is_highlighted(long_url, page_of_sample):
     url, sample_id = long_url
-    dash_env(url)
-    at = app_test()
-    at.switch_page("views/sample.py")
-    at.query_params["sample"] = str(sample_id)
-    at.run()
-    assert not errors_of(at), errors_of(at)
+    at = page_of_sample(url, "sample", sample_id)
     assert any("Repetition loop" in t for t in _texts(at, "warning"))
     html = " ".join(str(m.value) for m in at.markdown)
     assert "<mark" in html

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from dashboard import data
+from dashboard.data import explorer_views, sample_views
 
 from .conftest import errors_of
 
@@ -14,7 +15,7 @@ LIMIT_S = 2.0
 
 def _clear_explorer_caches() -> None:
     data.clear_caches()
-    for fn in (data._reader, data._explorer, data._token_texts):
+    for fn in (explorer_views._reader, explorer_views._explorer, sample_views._token_texts):
         fn.clear()
 
 

@@ -79,38 +79,20 @@ def test_paper_overlay_matches_the_model_and_task(qwen_url, dash_env, app_test):
     assert {"paper · vase", "paper · snapkv", "paper · vase-dkv", "vase"} <= names
 
 
-def test_explorer_without_a_tokenizer(qwen_url, dash_env, app_test):
-    url, ids = qwen_url
-    dash_env(url)
-    at = app_test()
-    at.switch_page("views/explorer.py")
-    at.query_params["sample"] = str(ids["vase@128"])
-    at.run()
-    assert not errors_of(at), errors_of(at)
+def test_explorer_without_a_tokenizer(qwen_url, page_of_sample):
+    at = page_of_sample(qwen_url[0], "explorer", qwen_url[1]["vase@128"])
     assert any("No tokenizer for Qwen/Qwen3-4B" in str(c.value) for c in at.caption)
     assert len(at.get("plotly_chart")) >= 6
 
 
-def test_explorer_with_a_summary_trace(qwen_url, dash_env, app_test):
-    url, ids = qwen_url
-    dash_env(url)
-    at = app_test()
-    at.switch_page("views/explorer.py")
-    at.query_params["sample"] = str(ids["snapkv@128"])
-    at.run()
-    assert not errors_of(at), errors_of(at)
+def test_explorer_with_a_summary_trace(qwen_url, page_of_sample):
+    at = page_of_sample(qwen_url[0], "explorer", qwen_url[1]["snapkv@128"])
     assert any("`summary` level" in str(i.value) for i in at.info)
     assert len(at.get("plotly_chart")) == 2  # the value-magnitude charts only
 
 
-def test_sample_page_verdict_correct(qwen_url, dash_env, app_test):
-    url, ids = qwen_url
-    dash_env(url)
-    at = app_test()
-    at.switch_page("views/sample.py")
-    at.query_params["sample"] = str(ids["vase@256"])
-    at.run()
-    assert not errors_of(at), errors_of(at)
+def test_sample_page_verdict_correct(qwen_url, page_of_sample):
+    at = page_of_sample(qwen_url[0], "sample", qwen_url[1]["vase@256"])
     assert any(str(s.value).startswith("**Correct**") for s in at.success)
     # the full-cache output of the same prompt is found; fidelity was not run for it
     assert any("Full-cache output" in str(m.value) for m in at.markdown)

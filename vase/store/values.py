@@ -12,6 +12,7 @@ from typing import Any
 
 from .models import Sample
 
+
 def plain(value: Any) -> Any:
     """JSON-safe python values: numpy scalars/arrays, tuples, sets, NaN/inf (-> None), datetimes."""
     if value is None or isinstance(value, (str, bool, int)):

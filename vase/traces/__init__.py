@@ -63,26 +63,11 @@ This package never imports torch (events' tensors are read through ``.cpu().nump
 from __future__ import annotations
 
 from .codec import (
-    SurvivalMatrix,
-    Timeline,
-    TraceReader,
-    bytes_per_evicted_position,
-    decode,
-    encode,
-    eviction_step,
-    eviction_timeline,
-    held_positions,
-    survival_matrix,
-    trace_info,
+    SurvivalMatrix, Timeline, TraceReader, bytes_per_evicted_position, decode, encode, eviction_step,
+    eviction_timeline, held_positions, survival_matrix, trace_info,
 )
 from .format import (
-    POSITIONS_ENCODING,
-    RECORDED_LEVELS,
-    SUMMARY_ENCODING,
-    TRACE_ENCODING,
-    TRACE_LEVELS,
-    varint_decode,
-    varint_encode,
+    POSITIONS_ENCODING, RECORDED_LEVELS, SUMMARY_ENCODING, TRACE_ENCODING, TRACE_LEVELS, varint_decode, varint_encode,
 )
 from .record import EvictionEvent, RowTrace, TraceRecorder, magnitude_histogram
 

@@ -129,7 +129,7 @@ def held_overlap(a: TraceReader, b: TraceReader, layer: int, head: int, points: 
     if a.prompt_length != b.prompt_length:
         raise ValueError(f"the samples do not share a prompt ({a.prompt_length} vs {b.prompt_length} prompt tokens)")
     if not (layer < min(a.num_layers, b.num_layers) and head < min(a.num_kv_heads, b.num_kv_heads)):
-        raise ValueError(f"(layer {layer}, head {head}) is not in both traces")
+        raise ValueError(f"the traces have different layer/head geometry (no layer {layer}, KV head {head} in both)")
     P, S = a.prompt_length, min(a.n_steps, b.n_steps)
     n = P + S
     da, db = a.eviction_steps(layer, head), b.eviction_steps(layer, head)
