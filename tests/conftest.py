@@ -3,7 +3,9 @@
 - ``smollm2``: the embedded SmolLM2-135M-Instruct (float32, CPU), loaded once per session. Its
   converted copy lives in the normal ``settings.home`` (``~/.cache/vase`` unless ``VASE_HOME`` is
   set), so the one-time GGUF conversion (~20 s) happens once per machine, not once per test run.
-- ``tiny_qwen3`` / ``tiny_llama``: small random-weight models sharing the embedded tokenizer.
+- ``tiny_qwen3`` / ``tiny_llama``: small random-weight models sharing the embedded tokenizer
+  (``tests/factories.py``).
+- ``settings_env``: settings read from an environment the test sets;
 - ``tmp_settings``: settings whose database is a fresh SQLite file in ``tmp_path``.
 - ``postgres_url`` / ``redis_url``: a fresh PostgreSQL database / a flushed Redis db on the local
   servers (``scripts/test.sh`` starts them). They fail, not skip, when the server is down.
@@ -40,34 +42,45 @@ def smollm2():
 @pytest.fixture(scope="session")
 def tiny_qwen3():
     """(model, tokenizer): a 2-layer random Qwen3 (4 query heads, 2 KV heads, head_dim 16), seed 0."""
-    from vase.models import tiny_qwen3 as build
+    from factories import tiny_qwen3
 
-    return build(seed=0)
+    return tiny_qwen3(seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama():
     """(model, tokenizer): a 2-layer random Llama (4 query heads, 2 KV heads, head_dim 16), seed 0."""
-    from vase.models import tiny_llama as build
+    from factories import tiny_llama
 
-    return build(seed=0)
+    return tiny_llama(seed=0)
 
 
 @pytest.fixture
-def tmp_settings(tmp_path, monkeypatch):
+def settings_env(monkeypatch):
+    """``configure(VASE_NAME=value, ...)``: set the environment variables (None: unset them) and
+    return the settings read afresh from it; the settings cache is cleared again afterwards."""
+    from vase.config import get_settings
+
+    def configure(**env: str | None):
+        for name, value in env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield configure
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def tmp_settings(tmp_path, settings_env):
     """Settings with the database in a temporary SQLite file and no broker (in-process mode).
 
     ``home`` stays the normal one, so the converted embedded model is reused.
     """
-    from vase.config import get_settings
-
-    monkeypatch.setenv("VASE_DATABASE_URL", f"sqlite:///{tmp_path / 'vase.sqlite'}")
-    monkeypatch.delenv("VASE_BROKER_URL", raising=False)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        get_settings.cache_clear()
+    return settings_env(VASE_DATABASE_URL=f"sqlite:///{tmp_path / 'vase.sqlite'}", VASE_BROKER_URL=None)
 
 
 @pytest.fixture

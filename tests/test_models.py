@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, Qwen3ForCausalLM
 
-from vase import models
+import factories
 from vase.config import get_settings
 from vase.models import EMBEDDED_MODEL, embedded_cache_dir, load_model, model_fingerprint
 
@@ -94,12 +94,12 @@ def test_tiny_qwen3_architecture(tiny_qwen3):
 def test_tiny_models_are_deterministic_by_seed(tiny_qwen3):
     rng_before = torch.get_rng_state()
     started = time.perf_counter()
-    same, _ = models.tiny_qwen3(seed=0)
+    same, _ = factories.tiny_qwen3(seed=0)
     assert time.perf_counter() - started < 2.0  # the tokenizer is cached: building is cheap
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
     reference = tiny_qwen3[0].state_dict()
     assert all(torch.equal(reference[k], v) for k, v in same.state_dict().items())
-    other, _ = models.tiny_qwen3(seed=1)
+    other, _ = factories.tiny_qwen3(seed=1)
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(reference[name], other.state_dict()[name])
 
@@ -119,7 +119,7 @@ def test_tiny_forward_pass(fixture, request):
 def test_tiny_llama_shape(tiny_llama):
     model, _ = tiny_llama
     assert isinstance(model, LlamaForCausalLM)
-    custom, _ = models.tiny_llama(num_hidden_layers=3, num_key_value_heads=1, vocab_size=512)
+    custom, _ = factories.tiny_llama(num_hidden_layers=3, num_key_value_heads=1, vocab_size=512)
     fp = model_fingerprint(custom)
     assert (fp["num_layers"], fp["num_kv_heads"]) == (3, 1)
     assert custom.config.vocab_size == 512

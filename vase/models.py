@@ -6,8 +6,6 @@
   machine and the result is cached with ``save_pretrained`` under
   ``<settings.home>/models/smollm2-135m-instruct``; later loads read that folder.
 - Any other id is handed to ``from_pretrained`` (a hub id or a local folder).
-- :func:`tiny_qwen3` / :func:`tiny_llama` build small random-weight models that share the embedded
-  tokenizer, for architecture tests.
 """
 
 from __future__ import annotations
@@ -26,16 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from vase.config import EMBEDDED_MODEL, get_settings
 
@@ -189,7 +178,9 @@ def ensure_embedded_cache() -> Path:
     return target
 
 
-def _load_embedded_tokenizer() -> PreTrainedTokenizerBase:
+def load_embedded_tokenizer() -> PreTrainedTokenizerBase:
+    """The embedded model's tokenizer, without its weights (loaded once per process and shared with
+    :func:`load_model`: do not modify it)."""
     global _embedded_tokenizer
     with _lock:
         if _embedded_tokenizer is None:
@@ -246,7 +237,7 @@ def load_model(
         started = time.perf_counter()
         if resolved_id == EMBEDDED_MODEL:
             folder = ensure_embedded_cache()
-            tokenizer = _load_embedded_tokenizer()
+            tokenizer = load_embedded_tokenizer()
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
             revision = _embedded_revision()
         else:
@@ -282,104 +273,6 @@ def clear_model_memo() -> None:
     with _lock:
         _models.clear()
         _embedded_tokenizer = None
-
-
-# --------------------------------------------------------------------------------------------
-# Tiny random models for architecture tests
-# --------------------------------------------------------------------------------------------
-
-
-def _tiny(
-    config_cls: type,
-    model_cls: type,
-    name: str,
-    seed: int,
-    vocab_size: int | None,
-    config_kwargs: dict[str, Any],
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tokenizer = _load_embedded_tokenizer()
-    params: dict[str, Any] = dict(
-        vocab_size=vocab_size if vocab_size is not None else len(tokenizer),
-        intermediate_size=2 * config_kwargs["hidden_size"],
-        max_position_embeddings=8192,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    params.update(config_kwargs)
-    config = config_cls(**params)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls(config).to(torch.float32)
-    model.eval()
-    shape = ",".join(f"{k}={params[k]}" for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim"))
-    model._vase_model_id = f"{name}(seed={seed},{shape})"
-    model._vase_revision = None
-    return model, tokenizer
-
-
-def tiny_qwen3(
-    seed: int = 0,
-    *,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    head_dim: int = 16,
-    vocab_size: int | None = None,
-    **config_kwargs: Any,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A random-weight ``Qwen3ForCausalLM`` (float32, eval mode) with the embedded tokenizer.
-
-    Deterministic by ``seed`` (the global RNG is left untouched). ``vocab_size`` defaults to the
-    tokenizer's. Extra keyword arguments go to ``Qwen3Config`` (e.g. ``attn_implementation``).
-    The tokenizer is shared with :func:`load_model`'s embedded one: do not modify it.
-    """
-    return _tiny(
-        Qwen3Config,
-        Qwen3ForCausalLM,
-        "tiny-qwen3",
-        seed,
-        vocab_size,
-        dict(
-            config_kwargs,
-            num_hidden_layers=num_hidden_layers,
-            hidden_size=hidden_size,
-            num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_key_value_heads,
-            head_dim=head_dim,
-        ),
-    )
-
-
-def tiny_llama(
-    seed: int = 0,
-    *,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    head_dim: int = 16,
-    vocab_size: int | None = None,
-    **config_kwargs: Any,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Like :func:`tiny_qwen3`, for ``LlamaForCausalLM``."""
-    return _tiny(
-        LlamaConfig,
-        LlamaForCausalLM,
-        "tiny-llama",
-        seed,
-        vocab_size,
-        dict(
-            config_kwargs,
-            num_hidden_layers=num_hidden_layers,
-            hidden_size=hidden_size,
-            num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_key_value_heads,
-            head_dim=head_dim,
-        ),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,8 +324,7 @@ __all__ = [
     "embedded_cache_dir",
     "embedded_gguf_path",
     "ensure_embedded_cache",
+    "load_embedded_tokenizer",
     "load_model",
     "model_fingerprint",
-    "tiny_llama",
-    "tiny_qwen3",
 ]

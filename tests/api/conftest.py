@@ -12,18 +12,9 @@ POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
-def service_settings(postgres_url, redis_url, monkeypatch):
-    from vase.config import get_settings
-
-    monkeypatch.setenv("VASE_DATABASE_URL", postgres_url)
-    monkeypatch.setenv("VASE_BROKER_URL", redis_url)
-    for name in ("VASE_API_TOKEN", "VASE_REQUIRE_TOKEN_FOR_READS", "VASE_ALLOW_LOCAL_TASKS"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        get_settings.cache_clear()
+def service_settings(postgres_url, redis_url, settings_env):
+    return settings_env(VASE_DATABASE_URL=postgres_url, VASE_BROKER_URL=redis_url, VASE_API_TOKEN=None,
+                        VASE_REQUIRE_TOKEN_FOR_READS=None, VASE_ALLOW_LOCAL_TASKS=None)
 
 
 @pytest.fixture
