@@ -49,4 +49,3 @@ def layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw: An
         **kw,
     )
     return fig
-

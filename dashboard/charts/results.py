@@ -158,4 +158,3 @@ def kl_per_token(kl: list[float], ref_tokens: list[str], divergence: int | None)
     fig.update_xaxes(title="token of the full-cache output")
     fig.update_yaxes(title="KL(full ‖ method)")
     return layout(fig, "Per-token KL against the full cache (teacher-forced)", height=300)
-

@@ -30,7 +30,6 @@ class ApiUnavailable(DashboardError):
     """The HTTP API cannot be reached (or refused us)."""
 
 
-
 def database_url() -> str:
     """The configured database (``VASE_DATABASE_URL``, else the embedded SQLite file)."""
     return get_settings().resolved_database_url
@@ -100,7 +99,6 @@ def query(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except StoreError as error:
         raise _down(error) from error
-
 
 
 def ping() -> bool:

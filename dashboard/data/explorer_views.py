@@ -80,7 +80,6 @@ MAGNITUDE_COLUMNS = ["layer", "group", "n", "mean", "p50", "p99", "max"]
 HISTOGRAM_COLUMNS = ["layer", "group", "bin_lo", "bin_hi", "count", "share"]
 
 
-
 def _coarsen(h: pd.DataFrame, per_decade: int) -> pd.DataFrame:
     """Merge the recorded bins into ``per_decade`` bins per decade on the same grid
     (:func:`vase.traces.analysis.coarser_bins`); the open-ended bins stay as they are."""
@@ -199,7 +198,6 @@ def explorer(
     return _explorer(
         database_url(), int(sample_id), int(layer), int(head), int(max_positions), int(max_steps), int(max_points)
     )
-
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

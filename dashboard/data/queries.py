@@ -73,8 +73,6 @@ def job(job_id: str) -> dict[str, Any]:
     return found
 
 
-
-
 RESULT_COLUMNS = [
     "task",
     "model",
@@ -103,7 +101,6 @@ RESULT_COLUMNS = [
     "run_id",
     "job_id",
 ]
-
 
 
 @query_cache(ttl=10, max_entries=64)
@@ -352,4 +349,3 @@ def trace_samples(task: str | None = None, model: str | None = None) -> pd.DataF
     """Runs that recorded traces (any level), for the explorer's pickers."""
     frame = runs(task=task, model=model)
     return frame[frame["trace_level"] != "off"].reset_index(drop=True)
-

@@ -189,7 +189,6 @@ def shown(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-
 @dataclass
 class SampleView:
     sample: dict[str, Any]

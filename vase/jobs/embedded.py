@@ -119,4 +119,3 @@ class EmbeddedRunner:
                 self.current = None
                 with self._lock:
                     self._pending.discard(item)
-

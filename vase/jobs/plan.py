@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..bench import BenchSpec, MethodSpec
+from ..bench import BenchSpec
 from ..config import EMBEDDED_MODEL, Settings, get_settings
+from ..methods import MethodSpec
 from ..policies import InvalidParameter, build_policy, policy_class, validate_geometry
 
 QUEUE_CHOICES = ("auto", "gpu", "cpu")
@@ -37,7 +38,6 @@ BODY_DEFAULTS: dict[str, Any] = {
     "queue": "auto",
     "chunk_size": None,
 }
-
 
 
 class JobInvalid(InvalidParameter):
@@ -244,4 +244,3 @@ def plan_job(body: Mapping[str, Any], settings: Settings | None = None) -> JobPl
         spec=spec, n_problems=n_problems, n_runs=n_runs, total_samples=total, chunk_size=int(chunk_size),
         queue_kind=queue_kind, queue=settings.queue_gpu if queue_kind == "gpu" else settings.queue_cpu,
     )
-

@@ -197,4 +197,3 @@ def execute_chunk(
             log.warning("job %s %s (attempt %d of %d); retrying", job_id, detail, attempts,
                         settings.chunk_max_attempts)
             sleep(min(30.0, 2.0 ** attempts))
-

@@ -56,7 +56,6 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
     return url
 
 
-
 class StoreBase:
     """One SQLAlchemy engine on ``url`` (SQLite file or PostgreSQL): connections, transactions,
     migrations. The query mixins of :class:`~vase.store.store.Store` build on it."""
@@ -216,4 +215,3 @@ def _after_fork_all() -> None:
     for store in list(_STORES):
         with contextlib.suppress(Exception):
             store._after_fork()
-

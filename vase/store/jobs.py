@@ -29,7 +29,6 @@ def _job_dict(row: Any, done: int | None = None) -> dict[str, Any]:
     return d
 
 
-
 class JobQueries(StoreBase):
     """The ``jobs`` table (see ``JOB_KEYS``); ``done_samples`` counts a job's stored samples."""
 

@@ -27,7 +27,6 @@ def _sample_dict(row: Any) -> dict[str, Any]:
     return d
 
 
-
 class SampleQueries(StoreBase):
     """The ``runs``, ``samples`` and ``traces`` tables."""
 

@@ -21,7 +21,6 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-
 class TokenQueries(StoreBase):
     """The ``api_tokens`` table."""
 
@@ -68,4 +67,3 @@ class TokenQueries(StoreBase):
             rows = conn.execute(select(ApiToken.name, ApiToken.created_at, ApiToken.revoked_at)
                                 .order_by(ApiToken.name)).all()
         return [dict(r._mapping) for r in rows]
-

@@ -40,7 +40,6 @@ def json_serializer(value: Any) -> str:
     return json.dumps(plain(value), separators=(",", ":"), allow_nan=False)
 
 
-
 SAMPLE_COLUMNS = {c.name for c in Sample.__table__.columns} - {"id", "run_id", "created_at"}
 _FLOAT_COLUMNS = {c.name for c in Sample.__table__.columns if c.type.python_type is float}
 _STRING_COLUMNS = {c.name for c in Sample.__table__.columns if c.type.python_type is str}
@@ -79,4 +78,3 @@ def config_hash(config: dict[str, Any]) -> str:
     determines its results in it: model + revision, task + limit + dataset fingerprint, method,
     params, budget, residual, generation parameters, prompt template version)."""
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
-

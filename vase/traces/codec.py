@@ -118,7 +118,6 @@ def peek_header(blob: bytes) -> dict[str, Any]:
     return header
 
 
-
 @dataclass(frozen=True)
 class Timeline:
     """One (layer, head)'s evictions: event ``steps`` [E], and the evicted positions of event i
@@ -360,4 +359,3 @@ def trace_info(blob: bytes) -> dict[str, Any]:
     """The blob's header (geometry, counts, encoding), without decoding any stream."""
     h = peek_header(blob)
     return {k: v for k, v in h.items() if not k.startswith("_") and k != "stream_offsets"}
-

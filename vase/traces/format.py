@@ -103,4 +103,3 @@ def from_gap_segments(gaps: np.ndarray, counts: np.ndarray) -> np.ndarray:
     before = np.where(idx > 0, csum[np.maximum(idx - 1, 0)], 0)
     base[nonempty] = before
     return csum - np.repeat(base, counts) - 1
-

@@ -340,4 +340,3 @@ class TraceRecorder:
 
     def reset(self) -> None:
         self.rows.clear()
-
