@@ -81,8 +81,17 @@ class Settings(BaseSettings):
     #: GPUs a worker host runs on, e.g. ``0,1``: ``vase worker`` starts one process per GPU, each
     #: pinned to its own (CUDA_VISIBLE_DEVICES). None: every visible GPU.
     worker_gpus: str | None = None
+    #: torch/OpenMP threads of each model process (a worker's pool process, `vase bench`). None: the
+    #: CPUs the process may use (affinity, cgroup quota) divided by the processes sharing them
+    #: (``vase.runtime``). ``OMP_NUM_THREADS``, when set, counts as this setting.
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("VASE_TORCH_THREADS", "OMP_NUM_THREADS", "torch_threads"),
+    )
 
-    @field_validator("database_url", "broker_url", "api_token", "hf_token", "worker_gpus", mode="before")
+    @field_validator("database_url", "broker_url", "api_token", "hf_token", "worker_gpus", "torch_threads",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `VAR=` in an env file (or compose's ${VAR:-}) means "not set", not "the empty string".

@@ -139,6 +139,9 @@ def bench(
     from ..bench import Bench, result_rows
     from ..store import open_store
 
+    from ..runtime import size_threads
+
+    size_threads()  # one model process on the CPUs this one may use (torch's default oversubscribes them)
     store = open_store(db)
     runner = Bench(spec, store)
     missing = runner.missing()

@@ -33,6 +33,10 @@ def serve(
     if mode == "embedded" and workers > 1:
         fail("workers: an embedded API (no broker) runs jobs in its own process and must be one process; "
              "set --broker-url to run several")
+    if mode == "embedded":  # jobs run a model in this process
+        from ..runtime import size_threads
+
+        size_threads()
     typer.echo(
         f"vase API on http://{host}:{port} ({mode}: "
         + ("jobs go to Celery workers via " + redact_url(settings.broker_url) if settings.broker_url
@@ -74,12 +78,16 @@ def worker(
     if pool not in ("prefork", "solo", "threads"):
         fail(f"pool: must be one of prefork, solo, threads, got {pool!r}")
     n = concurrency or max(1, len(found))
+    from ..runtime import size_threads
+
+    threads = size_threads(n, settings)  # before the tasks import torch; the pool processes inherit it
     argv = ["worker", "-Q", queue_list, "--concurrency", str(n), "--pool", pool, "--loglevel", loglevel,
             "--without-gossip", "--without-mingle"]
     if hostname:
         argv += ["--hostname", hostname]
-    typer.echo(f"vase worker: queues {queue_list}, {n} process(es), GPUs {','.join(found) or 'none'}, broker "
-               f"{redact_url(settings.broker_url)}, database {redact_url(settings.resolved_database_url)}", err=True)
+    typer.echo(f"vase worker: queues {queue_list}, {n} process(es) of {threads} torch thread(s), GPUs "
+               f"{','.join(found) or 'none'}, broker {redact_url(settings.broker_url)}, database "
+               f"{redact_url(settings.resolved_database_url)}", err=True)
     celery_app.worker_main(argv=argv)
 
 
