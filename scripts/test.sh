@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install (if needed), make sure PostgreSQL and Redis are up on 127.0.0.1, then run the whole test
 # suite. Extra arguments go to pytest. The exit status is pytest's.
+# The suite includes the compose stack end to end (tests/containers, marker `compose`): it starts
+# this machine's Docker engine with shared/tools/local-docker.sh (and stops it again), builds the
+# CPU image and runs the stack; `-m "not compose"` leaves it out.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
