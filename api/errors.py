@@ -1,9 +1,14 @@
 """Every error the API returns has one shape (``ErrorOut``): a code, a message, and per-field
-errors for invalid requests. A database that is down is a 503, never a 500."""
+errors for invalid requests. A database that is down is a 503, never a 500.
+
+An error echoes what it refused, so it is made JSON-safe first (:func:`_body`): a non-finite
+number is echoed as its name (``"NaN"``), a string with lone surrogates with them escaped
+(``"\\ud800"``); a body that cannot be encoded would otherwise turn a 422 into a 500."""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +29,8 @@ _RULES = {
     "missing": "is required",
     "extra_forbidden": "is not a field of this request (see the OpenAPI schema at /openapi.json)",
     "json_invalid": "is not valid JSON",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
 }
 
 
@@ -43,9 +50,20 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} does not exist")
 
 
+def field_error(field: str, rule: str, value: Any = None, *, location: str = "body") -> dict[str, Any]:
+    """One entry of ``errors`` (``FieldError``)."""
+    return {"field": field, "location": location, "rule": rule, "value": value}
+
+
 def invalid(field: str, rule: str, *, location: str = "query", value: Any = None) -> ApiError:
-    return ApiError(422, f"{field}: {rule}", errors=[{"field": field, "location": location, "rule": rule,
-                                                     "value": value}])
+    return ApiError(422, f"{field}: {rule}", errors=[field_error(field, rule, value, location=location)])
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: lone surrogates escaped (``\\ud800``)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _path(loc: tuple[Any, ...]) -> tuple[str, str]:
@@ -63,15 +81,22 @@ def _path(loc: tuple[Any, ...]) -> tuple[str, str]:
 
 
 def _plain_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float)):
+    """The refused value as the error echoes it: a JSON scalar (non-finite numbers by name, strings
+    cut at 200 characters, lone surrogates escaped); objects and lists are not echoed back."""
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(value, str):
-        return value if len(value) <= 200 else value[:200] + "..."
-    return None  # objects and lists are not echoed back
+        return safe_text(value if len(value) <= 200 else value[:200] + "...")
+    return None
 
 
 def _body(status: int, code: str, message: str, errors: list[dict] | None = None) -> dict[str, Any]:
-    return {"error": code, "message": message, "errors": errors or []}
+    """The error document (``ErrorOut``), every string and echoed value made JSON-safe."""
+    return {"error": code, "message": safe_text(message), "errors": [
+        {"field": safe_text(str(e["field"])), "location": e.get("location", "body"), "rule": safe_text(str(e["rule"])),
+         "value": _plain_value(e.get("value"))} for e in errors or ()]}
 
 
 def install(app: FastAPI) -> None:
@@ -82,15 +107,15 @@ def install(app: FastAPI) -> None:
             location, field = _path(tuple(e.get("loc") or ()))
             rule = _RULES.get(e.get("type", ""), e.get("msg", "is invalid"))
             rule = rule.removeprefix("Value error, ")
-            errors.append({"field": field, "location": location, "rule": rule,
-                           "value": _plain_value(e.get("input")) if e.get("type") != "missing" else None})
+            errors.append(field_error(field, rule, e.get("input") if e.get("type") != "missing" else None,
+                                      location=location))
         message = "; ".join(f"{e['field']}: {e['rule']}" for e in errors) or "invalid request"
         return JSONResponse(_body(422, "invalid_request", message, errors), status_code=422)
 
     @app.exception_handler(JobInvalid)
     async def _job_invalid(_request: Request, exc: JobInvalid) -> JSONResponse:
-        error = {"field": exc.field, "location": "body", "rule": exc.rule, "value": _plain_value(exc.value)}
-        return JSONResponse(_body(422, "invalid_request", str(exc), [error]), status_code=422)
+        return JSONResponse(_body(422, "invalid_request", str(exc), [field_error(exc.field, exc.rule, exc.value)]),
+                            status_code=422)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -110,8 +135,7 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             rule = "is not valid JSON (UTF-8)"
-            return JSONResponse(_body(422, "invalid_request", f"body: {rule}",
-                                      [{"field": "body", "location": "body", "rule": rule, "value": None}]),
+            return JSONResponse(_body(422, "invalid_request", f"body: {rule}", [field_error("body", rule)]),
                                 status_code=422)
         code = _CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")

@@ -15,6 +15,7 @@ from vase import jobs as job_service
 from vase.store import TERMINAL_STATUSES, Store
 
 from .. import deps
+from ..bodies import JsonBodyRoute
 from ..errors import ApiError, not_found
 from ..responses import errors
 from ..schemas import (
@@ -30,7 +31,7 @@ from ..schemas import (
 )
 from ..service import Service
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JsonBodyRoute)
 
 JobId = Annotated[text(1, 64), Path(description="The job id (32 hex characters).")]
 MAX_OFFSET = 1_000_000_000
@@ -70,7 +71,7 @@ def _job(store: Store, job_id: str) -> dict[str, Any]:
 
 @router.post(
     "/jobs", status_code=201, response_model=JobOut, summary="Submit a job",
-    responses=errors(401, 422, 503),
+    responses=errors(401, 415, 422, 503),
     description="Validates the job against the method registry's rules, stores it (committed) and only then "
                 "enqueues its chunks. Returns the job; its `Location` header points at it.",
 )
