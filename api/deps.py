@@ -28,20 +28,23 @@ async def store(svc: Service = Depends(service)) -> Store:
     return svc.store
 
 
-def _authenticate(svc: Service, credentials: HTTPAuthorizationCredentials | None) -> str:
+async def _authenticate(svc: Service, credentials: HTTPAuthorizationCredentials | None) -> str:
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or not credentials.credentials:
         raise ApiError(401, f"this request needs an API token: {AUTH_HINT}", headers=challenge)
-    name = svc.token_name(credentials.credentials)
+    # A token verified a moment ago (VASE_TOKEN_CACHE_S) needs no database round trip, nor a thread.
+    name = svc.known_token_name(credentials.credentials)
+    if name is None:
+        name = await run_in_threadpool(svc.token_name, credentials.credentials)
     if name is None:
         raise ApiError(401, "the API token is invalid or was revoked", headers=challenge)
     return name
 
 
-def require_writer(svc: Service = Depends(service),
-                   credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+async def require_writer(svc: Service = Depends(service),
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
     """Writes always need a valid token; returns its name."""
-    return _authenticate(svc, credentials)
+    return await _authenticate(svc, credentials)
 
 
 async def require_reader(svc: Service = Depends(service),
@@ -49,4 +52,4 @@ async def require_reader(svc: Service = Depends(service),
     """Reads need a token only with ``VASE_REQUIRE_TOKEN_FOR_READS``."""
     if not svc.settings.require_token_for_reads:
         return None
-    return await run_in_threadpool(_authenticate, svc, credentials)
+    return await _authenticate(svc, credentials)

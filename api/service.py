@@ -5,11 +5,14 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 
 from vase.config import Settings
 from vase.store import Store, StoreUnavailable
 
 log = logging.getLogger("vase.api")
+
+_MAX_CACHED_TOKENS = 4096  # the cache is emptied when it holds this many
 
 
 class Service:
@@ -27,6 +30,7 @@ class Service:
         self.chunks = None
         self._started = False
         self._start_lock = threading.Lock()
+        self._verified_tokens: dict[str, tuple[str, float]] = {}  # token -> (name, when verified)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,13 +95,31 @@ class Service:
                 self._migrated = True
 
     # -- auth ---------------------------------------------------------------------------------------
-    def token_name(self, token: str) -> str | None:
-        """The name of a valid token: the configured ``VASE_API_TOKEN`` or an active stored one."""
+    def known_token_name(self, token: str) -> str | None:
+        """The name of ``token`` if it is known without a database lookup: the configured
+        ``VASE_API_TOKEN``, or a stored token verified less than ``token_cache_s`` ago. None:
+        :meth:`token_name` must look it up."""
         configured = self.settings.api_token
         if configured and hmac.compare_digest(token.encode(), configured.encode()):
             return "api-token"
+        verified = self._verified_tokens.get(token)
+        if verified is not None and time.monotonic() - verified[1] < self.settings.token_cache_s:
+            return verified[0]
+        return None
+
+    def token_name(self, token: str) -> str | None:
+        """The name of a valid token: the configured ``VASE_API_TOKEN`` or an active stored one (looked
+        up at most every ``token_cache_s`` seconds: a revoked token works at most that long)."""
+        name = self.known_token_name(token)
+        if name is not None:
+            return name
         self.ensure_schema()
-        return self.store.verify_token(token)
+        name = self.store.verify_token(token)
+        if name is not None and self.settings.token_cache_s > 0:
+            if len(self._verified_tokens) >= _MAX_CACHED_TOKENS:
+                self._verified_tokens.clear()
+            self._verified_tokens[token] = (name, time.monotonic())
+        return name
 
     # -- readiness ------------------------------------------------------------------------------------
     def check_database(self) -> tuple[bool, str]:

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     #: ``require_token_for_reads``.
     api_token: str | None = Field(default=None, repr=False)
     require_token_for_reads: bool = False
+    #: Seconds the API trusts a stored token it has verified before looking it up again: a token
+    #: revoked with ``vase token revoke`` keeps working at most this long on each API process.
+    #: 0: every request looks its token up.
+    token_cache_s: float = Field(default=5.0, ge=0)
     #: The model a job uses when none is named.
     default_model: str = EMBEDDED_MODEL
     #: Hugging Face token for gated/private hub models (``VASE_HF_TOKEN`` or ``HF_TOKEN``).

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def test_writes_need_a_valid_token(client, store, service_settings):
 
 
 def test_token_cli_create_use_revoke(client, store, service_settings):
+    client.app.state.service.settings.token_cache_s = 0  # every request looks its token up
     url = service_settings.database_url
     made = vase("token", "create", "alice", database_url=url)
     assert made.returncode == 0, made.stderr
@@ -65,6 +67,24 @@ def test_token_cli_create_use_revoke(client, store, service_settings):
     assert again.returncode == 1 and "no active API token named 'alice'" in again.stderr
     listed = vase("token", "list", database_url=url)
     assert "alice" in listed.stdout and "revoked" in listed.stdout and token not in listed.stdout
+
+
+def test_a_revoked_token_works_at_most_the_cache_time(client, store):
+    """A verified token is trusted for VASE_TOKEN_CACHE_S seconds without a lookup: revoked, it is
+    refused once that time has passed since it was verified."""
+    ttl = 3.0
+    client.app.state.service.settings.token_cache_s = ttl
+    headers = {"Authorization": f"Bearer {store.create_token('bob')}"}
+    verified = time.monotonic()
+    assert client.post("/v1/jobs", json=SMALL_JOB, headers=headers).status_code == 201  # looked up, cached
+    assert store.revoke_token("bob")
+    r = client.post("/v1/jobs", json=SMALL_JOB, headers=headers)
+    assert time.monotonic() - verified < ttl, "too slow to see the cached token"
+    assert r.status_code == 201  # still trusted: verified less than `ttl` seconds ago
+    time.sleep(max(0.0, ttl - (time.monotonic() - verified)) + 0.1)
+    r = client.post("/v1/jobs", json=SMALL_JOB, headers=headers)
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+    assert store.list_jobs()[1] == 2
 
 
 def test_reads_can_require_a_token(client, auth):

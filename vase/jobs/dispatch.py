@@ -30,11 +30,11 @@ def submit(store: Store, plan: JobPlan, dispatcher: Dispatcher | None, *, owner:
     If dispatching fails the job stays ``queued`` in the database and a worker's recovery sweep
     hands its chunks over later; the error is logged, not raised (the job is not lost).
     """
-    job_id = store.create_job(plan.spec_document(), model=str(plan.spec.model), task=plan.spec.task,
-                              total_samples=plan.total_samples, owner=owner)
+    job = store.insert_job(plan.spec_document(), model=str(plan.spec.model), task=plan.spec.task,
+                           total_samples=plan.total_samples, owner=owner)
     if dispatcher is not None:
         try:
-            dispatcher.dispatch(job_id, range(plan.n_chunks), plan.queue)
+            dispatcher.dispatch(job["id"], range(plan.n_chunks), plan.queue)
         except Exception as exc:  # noqa: BLE001 - a broker error must not lose the stored job
-            log.warning("job %s stored but not dispatched (%s); recovery will dispatch it", job_id, exc)
-    return store.get_job(job_id) or {"id": job_id, "status": "queued"}
+            log.warning("job %s stored but not dispatched (%s); recovery will dispatch it", job["id"], exc)
+    return job

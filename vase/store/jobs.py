@@ -35,15 +35,22 @@ class JobQueries(StoreBase):
     def create_job(self, spec: dict[str, Any], *, model: str, task: str, total_samples: int,
                    owner: str | None = None) -> str:
         """A new queued job; returns its id (uuid4 hex)."""
-        job_id = uuid.uuid4().hex
+        return self.insert_job(spec, model=model, task=task, total_samples=total_samples, owner=owner)["id"]
+
+    def insert_job(self, spec: dict[str, Any], *, model: str, task: str, total_samples: int,
+                   owner: str | None = None) -> dict[str, Any]:
+        """A new queued job, inserted in one transaction; returns it as :meth:`get_job` would, built
+        from the inserted values (no second round trip to read it back)."""
         now = utcnow()
+        values = {
+            "id": uuid.uuid4().hex, "created_at": now, "updated_at": now, "started_at": None, "finished_at": None,
+            "status": "queued", "model": model, "task": task, "spec": plain(spec), "total_samples": int(total_samples),
+            "done_samples": 0, "failed_samples": 0, "error": None, "cancel_requested": False, "owner": owner,
+            "heartbeat_at": None,
+        }
         with self._tx(write=True) as conn:
-            conn.execute(insert(Job).values(
-                id=job_id, created_at=now, updated_at=now, status="queued", model=model, task=task,
-                spec=plain(spec), total_samples=int(total_samples), done_samples=0, failed_samples=0,
-                cancel_requested=False, owner=owner,
-            ))
-        return job_id
+            conn.execute(insert(Job).values(**values))
+        return {**values, "progress": 0.0}
 
     @staticmethod
     def _done_counts(conn: Connection, job_ids: Sequence[str]) -> dict[str, int]:
@@ -56,11 +63,15 @@ class JobQueries(StoreBase):
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         """The job as a dict (see ``JOB_KEYS``) or None. ``done_samples`` counts stored samples."""
-        with self._tx() as conn:
-            row = conn.execute(select(Job.__table__).where(Job.id == job_id)).first()
-            if row is None:
-                return None
-            return _job_dict(row, self._done_counts(conn, [job_id]).get(job_id, 0))
+        done = (select(func.count(Sample.id)).join(Run, Sample.run_id == Run.id).where(Run.job_id == job_id)
+                .scalar_subquery().label("stored_samples"))
+        with self._tx() as conn:  # one statement: the job and its stored samples
+            row = conn.execute(select(Job.__table__, done).where(Job.id == job_id)).first()
+        if row is None:
+            return None
+        job = _job_dict(row, row.stored_samples)
+        del job["stored_samples"]
+        return job
 
     def list_jobs(self, status: str | Iterable[str] | None = None, model: str | None = None,
                   task: str | None = None, limit: int = 50, offset: int = 0, *,
