@@ -9,8 +9,14 @@ with --rate, at a fixed total rate (open loop: latency counted from each request
 start, so queueing inside the client is not hidden). Prints p50/p90/p99/max latency and
 throughput per endpoint; --out writes them as JSON.
 
+    .venv/bin/python benchmarks/api_latency.py --clients 50 --duration 20
     .venv/bin/python benchmarks/api_latency.py --clients 100 --requests 3000
     .venv/bin/python benchmarks/api_latency.py --clients 100 --rate 200 --duration 10
+
+Before/after in one run: ``--source before=DIR --source after=.`` serves the API from each source
+tree in turn (DIR: a copy of another commit, e.g. ``git archive main | tar -x -C DIR``; it comes
+first on the server's PYTHONPATH), ``--repeats`` times, the order alternating, each on a fresh
+database and broker.
 
 Each POST is the issue's smallest job (task arith-chain, limit 1, full + vase, budget 64); every
 request is checked (201 / 200), errors are counted and reported.
@@ -104,15 +110,18 @@ class Connection:
                 await self.writer.wait_closed()
 
 
-async def closed_loop(conns: list[Connection], total: int, make_request) -> tuple[list[float], int, float]:
-    """Every client sends its next request as soon as the previous answer arrived."""
+async def closed_loop(conns: list[Connection], total: int | None, make_request,
+                      duration: float | None = None) -> tuple[list[float], int, float]:
+    """Every client sends its next request as soon as the previous answer arrived, until ``total``
+    requests were sent or (``total`` None) for ``duration`` seconds."""
     latencies: list[float] = []
     errors = 0
-    remaining = total
+    remaining = total if total is not None else float("inf")
+    stop_at = time.perf_counter() + duration if total is None else float("inf")
 
     async def one_client(conn: Connection) -> None:
         nonlocal remaining, errors
-        while remaining > 0:
+        while remaining > 0 and time.perf_counter() < stop_at:
             remaining -= 1
             start = time.perf_counter()
             ok = await make_request(conn)
@@ -174,7 +183,7 @@ async def run_load(port: int, token: str, args: argparse.Namespace) -> list[dict
             if args.rate:
                 lat, err, wall = await open_loop(conns, args.rate, args.duration, fn)
             else:
-                lat, err, wall = await closed_loop(conns, args.requests, fn)
+                lat, err, wall = await closed_loop(conns, args.requests, fn, args.duration)
             out.append(summary(name, lat, err, wall))
     finally:
         for conn in conns:
@@ -196,25 +205,16 @@ def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 12
     sys.exit(f"the API did not become ready:\n{log.read_text()[-3000:]}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=100, help="concurrent clients (connections)")
-    parser.add_argument("--requests", type=int, default=3000, help="requests per endpoint (closed loop)")
-    parser.add_argument("--rate", type=float, default=None, help="open loop: total requests per second")
-    parser.add_argument("--duration", type=float, default=10.0, help="open loop: seconds per endpoint")
-    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per endpoint")
-    parser.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: a fresh database)")
-    parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace, source: Path | None) -> list[dict]:
+    """Start PostgreSQL's database, a broker and the API (from ``source`` when given), load it,
+    stop everything; the per-endpoint figures."""
     tmp = Path(tempfile.mkdtemp(prefix="vase-bench-"))
     procs: list[subprocess.Popen] = []
     created_db = None
-    try:
-        import psycopg
-        from psycopg import sql
+    import psycopg
+    from psycopg import sql
 
+    try:
         if args.database_url:
             database_url = args.database_url
         else:
@@ -231,17 +231,19 @@ def main() -> None:
         env = {**os.environ, "VASE_DATABASE_URL": database_url,
                "VASE_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0", "HF_HUB_OFFLINE": "1"}
         env.pop("VASE_API_TOKEN", None)
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), *filter(None, [env.get("PYTHONPATH")])])
         made = subprocess.run([VASE, "token", "create", "bench"], env=env, capture_output=True, text=True, check=True)
         token = made.stdout.strip()
         port = free_port()
         log = tmp / "api.log"
         with open(log, "wb") as fh:
             procs.append(subprocess.Popen([VASE, "serve", "--port", str(port), "--workers", str(args.workers),
-                                           "--log-level", "warning"], env=env, cwd=ROOT, stdout=fh,
+                                           "--log-level", "warning"], env=env, cwd=source or ROOT, stdout=fh,
                                           stderr=subprocess.STDOUT, start_new_session=True))
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, procs[-1], log)
-        results = asyncio.run(run_load(port, token, args))
+        return asyncio.run(run_load(port, token, args))
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -255,15 +257,51 @@ def main() -> None:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(created_db)))
         shutil.rmtree(tmp, ignore_errors=True)
 
-    mode = f"open loop at {args.rate:g} req/s for {args.duration:g} s" if args.rate else \
-        f"closed loop, {args.requests} requests"
+
+def _source(text: str) -> tuple[str, Path]:
+    label, _, path = text.rpartition("=")
+    return label or path, Path(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (connections)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="closed loop: requests per endpoint (default: as many as fit in --duration)")
+    parser.add_argument("--rate", type=float, default=None, help="open loop: total requests per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per endpoint")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per endpoint")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: a fresh database)")
+    parser.add_argument("--source", action="append", type=_source, default=None, metavar="LABEL=DIR",
+                        help="serve the API from this source tree (repeatable: compared in one run)")
+    parser.add_argument("--repeats", type=int, default=1, help="measurements per source, the order alternating")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    sources: list[tuple[str, Path | None]] = args.source or [("this checkout", None)]
+    results = []
+    for repeat in range(args.repeats):
+        for label, source in (sources if repeat % 2 == 0 else sources[::-1]):
+            load = os.getloadavg()[0]
+            for row in measure(args, source):
+                results.append({"source": label, "repeat": repeat, "load_1min_before": round(load, 2), **row})
+
+    if args.rate:
+        mode = f"open loop at {args.rate:g} req/s for {args.duration:g} s"
+    elif args.requests:
+        mode = f"closed loop, {args.requests} requests"
+    else:
+        mode = f"closed loop for {args.duration:g} s"
     print(f"{args.clients} clients, {mode}, {args.workers} API process(es), PostgreSQL + Redis on loopback, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
-    print(f"{'endpoint':22s} {'req':>6s} {'err':>4s} {'rps':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
-          f"{'max ms':>8s}")
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); load: 1-min load average "
+          f"when the run started")
+    print(f"{'source':14s} {'#':>2s} {'load':>5s} {'endpoint':20s} {'req':>6s} {'err':>4s} {'rps':>7s} "
+          f"{'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
     for r in results:
-        print(f"{r['endpoint']:22s} {r['requests']:6d} {r['errors']:4d} {r['throughput_rps']:8.1f} {r['p50_ms']:8.2f} "
-              f"{r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.2f}")
+        print(f"{r['source']:14s} {r['repeat']:2d} {r['load_1min_before']:5.2f} {r['endpoint']:20s} {r['requests']:6d} "
+              f"{r['errors']:4d} {r['throughput_rps']:7.1f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+              f"{r['max_ms']:8.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"clients": args.clients, "mode": mode, "workers": args.workers,
                                               "cpus": os.cpu_count(), "results": results}, indent=2))
