@@ -35,6 +35,8 @@ EventSink = Callable[[EvictionEvent], None]
 
 # Spare slots a no-eviction cache starts with when the caller gives no generation length.
 _DEFAULT_GROWTH = 256
+# On a CPU, eviction compacts the kept slots a cache-sized chunk at a time (see compact_in_place).
+COMPACTION_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,27 @@ class CacheConfig:
     def keep(self) -> int:
         assert self.budget is not None
         return self.budget - self.residual
+
+
+def compact_in_place(stored: torch.Tensor, kept: torch.Tensor) -> None:
+    """Move the kept slots to the front, in place: stored[.., i, :] = stored[.., kept[.., i], :] for i < K.
+
+    stored [.., H, C] or [.., H, C, D]; kept [.., H, K], sorted and distinct, so kept[i] >= i: when
+    the front is filled chunk by chunk from the left, every slot is read before it is overwritten.
+    Each chunk is gathered into a small buffer first (its source and destination may overlap), which
+    stays in the CPU's cache and spares a K-slot copy of the layer. On a GPU one chunk is fastest.
+    """
+    slot_dim, keep = kept.dim() - 1, kept.shape[-1]
+    feature = stored.shape[-1] if stored.dim() > kept.dim() else None
+    chunk = keep
+    if stored.device.type == "cpu":
+        slot_bytes = stored.element_size() * (feature or 1) * (kept.numel() // keep)
+        chunk = max(1, COMPACTION_CHUNK_BYTES // slot_bytes)
+    for first in range(0, keep, chunk):
+        index = kept[..., first : first + chunk]
+        if feature is not None:
+            index = index.unsqueeze(-1).expand(*index.shape, feature)
+        stored.narrow(slot_dim, first, index.shape[slot_dim]).copy_(stored.gather(slot_dim, index))
 
 
 class EvictionLayer(CacheLayerMixin):
@@ -240,14 +263,11 @@ class EvictionLayer(CacheLayerMixin):
         whole_batch = len(rows) == len(self.lengths)
         sel: slice | torch.Tensor = slice(None) if whole_batch else torch.tensor(rows, device=self.device)
 
-        keys = self.keys[sel, :, :n_candidates]
-        values = self.values[sel, :, :n_candidates]
-        positions = self.positions[sel, :, :n_candidates]
         policy = config.policy
         ctx = EvictionContext(
-            keys=keys,
-            values=values,
-            positions=positions,
+            keys=self.keys[sel, :, :n_candidates],
+            values=self.values[sel, :, :n_candidates],
+            positions=self.positions[sel, :, :n_candidates],
             budget=budget,
             residual=residual,
             queries=self.queries[sel] if policy.needs_queries else None,
@@ -265,17 +285,13 @@ class EvictionLayer(CacheLayerMixin):
         if sink is not None:
             self._report(sink, rows, ctx, scores, kept, length)
 
-        gather = kept.unsqueeze(-1)
-        new_keys = keys.gather(2, gather.expand(-1, -1, -1, keys.shape[-1]))
-        new_values = values.gather(2, gather.expand(-1, -1, -1, values.shape[-1]))
-        new_positions = positions.gather(2, kept)
         window = slice(n_candidates, length)
-        # (where in the layer, which part of the gathered tensors): the whole batch in one go, or
-        # each evicting row on its own.
+        # (where in the layer, which part of `kept`): the whole batch in one go, or each evicting
+        # row on its own.
         targets = [(slice(None), slice(None))] if whole_batch else list(zip(rows, range(len(rows))))
         for target, i in targets:
-            for stored, gathered in ((self.keys, new_keys), (self.values, new_values), (self.positions, new_positions)):
-                stored[target, :, :keep] = gathered[i]
+            for stored in (self.keys, self.values, self.positions):
+                compact_in_place(stored[target], kept[i])
                 stored[target, :, keep:budget] = stored[target, :, window]
             if self.accumulated is not None:
                 self._move_accumulated(target, kept[i], window)

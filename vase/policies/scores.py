@@ -14,6 +14,11 @@ MAGNITUDES: tuple[str, ...] = ("range", "var", "l2")
 SMOOTHING_KERNEL = 5
 
 
+# On a CPU the attention logits are computed a few KV heads at a time, so each chunk's logits
+# (G * W * N floats per head) stay in cache through the scaling, softmax and window mean.
+CPU_CHUNK_BYTES = 4 << 20
+
+
 def window_attention(
     queries: torch.Tensor, keys: torch.Tensor, *, smoothing: bool, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -26,26 +31,35 @@ def window_attention(
     batch, q_heads, window, head_dim = queries.shape
     kv_heads, n = keys.shape[1], keys.shape[2]
     groups = q_heads // kv_heads
-    q = queries.float().view(batch, kv_heads, groups, window, head_dim)
-    k = keys.float().unsqueeze(2)  # [B, H, 1, N, D]
-    logits = torch.matmul(q, k.transpose(-1, -2)) / (math.sqrt(head_dim) * temperature)
-    weights = torch.softmax(logits, dim=-1).mean(dim=-2)  # [B, H, G, N]
+    scale = math.sqrt(head_dim) * temperature
+    # One [G*W, D] x [D, N] product per KV head: the group's queries share its keys, which are
+    # therefore never broadcast (copied) once per query head.
+    q = queries.float().reshape(batch * kv_heads, groups * window, head_dim)
+    k = keys.float().reshape(batch * kv_heads, n, head_dim)
+    weights = q.new_empty(batch * kv_heads, groups, n)
+    per_head = groups * window * n * q.element_size()
+    step = max(1, CPU_CHUNK_BYTES // per_head) if q.device.type == "cpu" else batch * kv_heads
+    for first in range(0, batch * kv_heads, step):
+        last = min(first + step, batch * kv_heads)
+        logits = torch.matmul(q[first:last], k[first:last].transpose(-1, -2)).div_(scale)
+        torch.softmax(logits, dim=-1, out=logits)
+        torch.mean(logits.view(last - first, groups, window, n), dim=2, out=weights[first:last])
     if smoothing:
-        pooled = F.avg_pool1d(
-            weights.reshape(batch, q_heads, n),
+        weights = F.avg_pool1d(
+            weights.view(batch, q_heads, n),
             kernel_size=SMOOTHING_KERNEL,
             padding=SMOOTHING_KERNEL // 2,
             stride=1,
         )
-        weights = pooled.view(batch, kv_heads, groups, n)
-    return weights.mean(dim=2)
+    return weights.view(batch, kv_heads, groups, n).mean(dim=2)
 
 
 def value_magnitude(values: torch.Tensor, kind: str = "range") -> torch.Tensor:
     """Magnitude of each value vector over head_dim: range (max - min), variance or L2 norm."""
     v = values.float()
     if kind == "range":
-        return v.amax(dim=-1) - v.amin(dim=-1)
+        low, high = torch.aminmax(v, dim=-1)  # one pass over the values instead of two
+        return high - low
     if kind == "var":
         return v.var(dim=-1)
     if kind == "l2":
@@ -83,14 +97,16 @@ def key_redundancy(keys: torch.Tensor) -> torch.Tensor:
     """R-KV redundancy: softmax over candidates of each key's mean cosine similarity to the others.
 
     Self-similarity is zeroed before the mean (the mean runs over all N candidates, as the
-    authors' code does).
+    authors' code does). The sum of a key's similarities to every candidate is its dot product with
+    the sum of the unit keys, so no N x N similarity matrix is formed: O(N D) instead of O(N^2 D).
     """
     k = keys.float()
     k = k / (k.norm(dim=-1, keepdim=True) + 1e-8)
-    similarity = k @ k.transpose(-1, -2)  # [B, H, N, N]
     n = keys.shape[2]
-    similarity.diagonal(dim1=-2, dim2=-1).zero_()
-    return similarity.sum(dim=-1).div(n).softmax(dim=-1)
+    total = k.sum(dim=2, keepdim=True)  # [B, H, 1, D]
+    to_all = torch.matmul(k, total.transpose(-1, -2)).squeeze(-1)  # [B, H, N], self included
+    to_self = k.mul(k).sum(dim=-1)
+    return (to_all - to_self).div(n).softmax(dim=-1)
 
 
 def uniform_noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
