@@ -192,7 +192,10 @@ def fmt_range(values: list[float]) -> str:
 
 
 def compare(args, s: Setting, tensors, evict_layer) -> None:
-    rows = []
+    print(f"\n| method | ours ms | reference ms | ours / reference (median) | range over {args.repeats} repeats "
+          "| same kept sets |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    to_profile = []
     for method in args.methods:
         ours = OurStep(method, s, tensors, args.seed)
         ref = ReferenceStep(evict_layer, method, s, tensors, args.seed) if evict_layer and method in REFERENCE_MODES else None
@@ -214,23 +217,17 @@ def compare(args, s: Setting, tensors, evict_layer) -> None:
             ours.reset(), ours.run(), ref.reset(), ref.run()
             same = "yes" if ours.kept() == ref.kept(s, tensors) else "NO"
         if ref is None:
-            rows.append((method, statistics.median(ours_ms), None, None, None, same))
+            print(f"| {method} | {statistics.median(ours_ms):.1f} | – | – | – | – |", flush=True)
         else:
             ratios = [a / b for a, b in zip(ours_ms, ref_ms)]
-            rows.append((method, statistics.median(ours_ms), statistics.median(ref_ms), statistics.median(ratios),
-                         fmt_range(ratios), same))
-        if args.profile:
-            print_profile(f"ours {method}", ours)
-            if ref is not None:
-                print_profile(f"reference {method} ({REFERENCE_MODES[method]})", ref)
-    print(f"\n| method | ours ms | reference ms | ours / reference (median) | range over {args.repeats} repeats "
-          "| same kept sets |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for method, o, r, ratio, spread, same in rows:
-        if r is None:
-            print(f"| {method} | {o:.1f} | – | – | – | – |")
-        else:
-            print(f"| {method} | {o:.1f} | {r:.1f} | {ratio:.2f} | {spread} | {same} |")
+            print(f"| {method} | {statistics.median(ours_ms):.1f} | {statistics.median(ref_ms):.1f} | "
+                  f"{statistics.median(ratios):.2f} | {fmt_range(ratios)} | {same} |", flush=True)
+        to_profile.append((f"ours {method}", ours))
+        if ref is not None:
+            to_profile.append((f"reference {method} ({REFERENCE_MODES[method]})", ref))
+    if args.profile:
+        for label, step in to_profile:
+            print_profile(label, step)
 
 
 def compare_threads(args, s: Setting, tensors) -> None:

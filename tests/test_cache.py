@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from vase import attention
-from vase.cache import CacheConfig, EvictionCache
+from vase.cache import CacheConfig, EvictionCache, compact_in_place
 from vase.generation import attention_implementation, generate
-from vase.policies import policy_names
+from vase.policies import EvictionContext, policy_class, policy_names
 from vase.policies.scores import value_magnitude
 
 PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning there was a small village by the sea."
@@ -219,3 +219,63 @@ def test_flash_backend_needs_cuda_and_flash_attn():
     assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
     with pytest.raises(ValueError, match="attention_backend"):
         resolve_backend("paged", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 2 * 3 * 5 * 4, 1 << 20])
+@pytest.mark.parametrize("feature", [5, None])
+def test_compact_in_place_moves_the_kept_slots_to_the_front(chunk_bytes, feature):
+    """In place, chunk by chunk (one slot, a few, all), the front ends up as a plain gather of the kept slots."""
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3, 40) + ((feature,) if feature else ())
+    stored = torch.randn(*shape, generator=g)
+    kept = torch.rand(2, 3, 36, generator=g).argsort(dim=-1)[..., :30].sort(dim=-1).values  # 30 of the first 36
+    index = kept.unsqueeze(-1).expand(-1, -1, -1, feature) if feature else kept
+    expected_front = stored.gather(2, index)
+    expected_rest = stored[:, :, 30:].clone()
+    compact_in_place(stored, kept, chunk_bytes=chunk_bytes)
+    assert torch.equal(stored[:, :, :30], expected_front)
+    assert torch.equal(stored[:, :, 30:], expected_rest)  # nothing past the kept slots is touched
+
+
+EVICTION_METHODS = [m for m in policy_names() if policy_class(m).kind == "eviction"]
+
+
+@pytest.mark.parametrize("method", EVICTION_METHODS)
+def test_eviction_keeps_the_top_scores_in_position_order(method):
+    """One eviction at a size where compaction runs in several chunks: the cache holds exactly the top-K
+    candidates by the policy's score (same seeds), in position order, then the recency window."""
+    batch, heads, q_heads, head_dim, budget, residual = 2, 4, 8, 128, 1024, 64
+    length, keep = budget + residual, budget - residual
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(batch, heads, length, head_dim, generator=g)
+    values = torch.randn(batch, heads, length, head_dim, generator=g)
+    queries = torch.randn(batch, q_heads, residual, head_dim, generator=g)
+    accumulated = torch.rand(batch, heads, length, generator=g)
+    config = CacheConfig.build(method, budget=budget, residual=residual)
+    cache = EvictionCache(config, 1, batch_size=batch, eviction_seeds=[5, 6])
+    layer = cache.layers[0]
+    layer.lazy_initialization(keys, values)
+    layer.keys[:, :, :length], layer.values[:, :, :length] = keys, values
+    layer.positions[:, :, :length] = torch.arange(length)
+    if layer.accumulated is not None:
+        layer.accumulated[:, :, :length] = accumulated
+    layer.queries, layer.query_slot = queries.clone(), 0
+    # What a straightforward selection keeps: top-K of the policy's scores, sorted.
+    ctx = EvictionContext(
+        keys=keys[:, :, :budget].clone(), values=values[:, :, :budget].clone(),
+        positions=torch.arange(budget).expand(batch, heads, budget), budget=budget, residual=residual,
+        queries=queries, newest_query=queries[:, :, -1:], accumulated_attention=accumulated[:, :, :budget],
+        generators=[torch.Generator().manual_seed(s) for s in (5, 6)], row_states=[{}, {}],
+    )
+    scores = torch.nan_to_num(config.policy.score(ctx).float(), nan=torch.finfo(torch.float32).min,
+                              neginf=torch.finfo(torch.float32).min)
+    kept = scores.topk(keep, dim=-1).indices.sort(dim=-1).values
+    # The decode step that makes the cache `length` long: eviction is due.
+    layer.starts, layer.logical, layer.pending_tokens = [length - 1] * batch, [length - 1] * batch, 1
+    layer.finish_forward()
+    assert layer.lengths == [budget] * batch
+    window = torch.arange(budget, length).expand(batch, heads, residual)
+    assert torch.equal(layer.positions[:, :, :budget], torch.cat([kept, window], dim=-1))
+    slots = torch.cat([kept, window], dim=-1).unsqueeze(-1).expand(-1, -1, -1, head_dim)
+    assert torch.equal(layer.keys[:, :, :budget], keys.gather(2, slots))
+    assert torch.equal(layer.values[:, :, :budget], values.gather(2, slots))

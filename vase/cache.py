@@ -67,25 +67,29 @@ class CacheConfig:
         return self.budget - self.residual
 
 
-def compact_in_place(stored: torch.Tensor, kept: torch.Tensor) -> None:
+def compact_in_place(stored: torch.Tensor, kept: torch.Tensor, chunk_bytes: int = COMPACTION_CHUNK_BYTES) -> None:
     """Move the kept slots to the front, in place: stored[.., i, :] = stored[.., kept[.., i], :] for i < K.
 
-    stored [.., H, C] or [.., H, C, D]; kept [.., H, K], sorted and distinct, so kept[i] >= i: when
-    the front is filled chunk by chunk from the left, every slot is read before it is overwritten.
-    Each chunk is gathered into a small buffer first (its source and destination may overlap), which
-    stays in the CPU's cache and spares a K-slot copy of the layer. On a GPU one chunk is fastest.
+    stored [.., H, C] or [.., H, C, D], contiguous; kept [.., H, K], sorted and distinct, so
+    kept[i] >= i: when the front is filled chunk by chunk from the left, every slot is read before it
+    is overwritten. Each chunk is copied out first (its source and destination may overlap) into a
+    buffer that stays in the CPU's cache, by whole slots (index_select of rows, not an element-wise
+    gather). On a CPU a chunk holds at most `chunk_bytes` (but always one slot); on a GPU one chunk.
     """
-    slot_dim, keep = kept.dim() - 1, kept.shape[-1]
-    feature = stored.shape[-1] if stored.dim() > kept.dim() else None
+    keep = kept.shape[-1]
+    groups = kept.numel() // keep  # (row, head) pairs
+    capacity = stored.shape[kept.dim() - 1]
+    feature = stored.shape[-1] if stored.dim() > kept.dim() else 1
+    slots = stored.view(groups * capacity, feature)
+    front = stored.view(groups, capacity, feature)
+    offsets = torch.arange(groups, device=kept.device).unsqueeze(1) * capacity
+    sources = kept.reshape(groups, keep) + offsets
     chunk = keep
     if stored.device.type == "cpu":
-        slot_bytes = stored.element_size() * (feature or 1) * (kept.numel() // keep)
-        chunk = max(1, COMPACTION_CHUNK_BYTES // slot_bytes)
+        chunk = max(1, chunk_bytes // (stored.element_size() * feature * groups))
     for first in range(0, keep, chunk):
-        index = kept[..., first : first + chunk]
-        if feature is not None:
-            index = index.unsqueeze(-1).expand(*index.shape, feature)
-        stored.narrow(slot_dim, first, index.shape[slot_dim]).copy_(stored.gather(slot_dim, index))
+        rows = sources[:, first : first + chunk]
+        front[:, first : first + rows.shape[1]] = slots.index_select(0, rows.reshape(-1)).view(groups, -1, feature)
 
 
 class EvictionLayer(CacheLayerMixin):

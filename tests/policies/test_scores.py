@@ -48,6 +48,17 @@ def test_window_attention_matches_the_formula(tensors, smoothing):
     assert torch.allclose(got, direct_attention(tensors["q"], tensors["k"], smoothing), atol=1e-6)
 
 
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_window_attention_is_the_same_whatever_the_chunking(tensors, smoothing):
+    """Chunks of one KV head, of three, or all four (b, h) pairs at once give the very same floats."""
+    per_head = (HQ // H) * W * N * 4
+    whole = window_attention(tensors["q"], tensors["k"], smoothing=smoothing, chunk_bytes=1 << 30)
+    for chunk_bytes in (1, 3 * per_head):
+        got = window_attention(tensors["q"], tensors["k"], smoothing=smoothing, chunk_bytes=chunk_bytes)
+        assert torch.equal(got, whole)
+    assert torch.allclose(whole, direct_attention(tensors["q"], tensors["k"], smoothing), atol=1e-6)
+
+
 def test_temperature_divides_the_logits(tensors):
     got = window_attention(tensors["q"], tensors["k"], smoothing=False, temperature=2.0)
     assert torch.allclose(got, direct_attention(tensors["q"], tensors["k"], False, tau=2.0), atol=1e-6)
@@ -82,6 +93,23 @@ def test_rkv_redundancy_matches_the_formula(tensors):
             unit = [k[b, h, j] / k[b, h, j].norm() for j in range(N)]
             mean_sim = torch.tensor([sum(float(unit[i] @ unit[j]) for j in range(N) if j != i) / N for i in range(N)])
             assert torch.allclose(got[b, h], torch.softmax(mean_sim, 0), atol=1e-6)
+
+
+def test_rkv_redundancy_keeps_what_the_similarity_matrix_keeps():
+    """At a realistic size, R-KV's kept set equals the one from the full N x N cosine-similarity matrix."""
+    g = torch.Generator().manual_seed(3)
+    n, keep = 1024, 960
+    keys = torch.randn(2, 4, n, 64, generator=g) + torch.randn(64, generator=g)  # a shared direction, as in models
+    attention = torch.softmax(2 * torch.randn(2, 4, n, generator=g), dim=-1)
+    unit = keys / (keys.norm(dim=-1, keepdim=True) + 1e-8)
+    similarity = unit @ unit.transpose(-1, -2)
+    similarity.diagonal(dim1=-2, dim2=-1).zero_()
+    expected = similarity.sum(dim=-1).div(n).softmax(dim=-1)
+    got = key_redundancy(keys)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=0)
+    kept = (0.5 * attention - 0.5 * got).topk(keep, dim=-1).indices.sort(dim=-1).values
+    expected_kept = (0.5 * attention - 0.5 * expected).topk(keep, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(kept, expected_kept)
 
 
 def context(tensors, **extra):

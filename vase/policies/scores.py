@@ -16,17 +16,19 @@ SMOOTHING_KERNEL = 5
 
 # On a CPU the attention logits are computed a few KV heads at a time, so each chunk's logits
 # (G * W * N floats per head) stay in cache through the scaling, softmax and window mean.
-CPU_CHUNK_BYTES = 4 << 20
+ATTENTION_CHUNK_BYTES = 4 << 20
 
 
 def window_attention(
-    queries: torch.Tensor, keys: torch.Tensor, *, smoothing: bool, temperature: float = 1.0
+    queries: torch.Tensor, keys: torch.Tensor, *, smoothing: bool, temperature: float = 1.0,
+    chunk_bytes: int = ATTENTION_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Attention of a query window over the candidates, one score per KV head and candidate.
 
     softmax_j(q . k_j / (sqrt(d) * tau)) for each query, averaged over the window; optionally
     average-pooled along positions (kernel 5, padding 2, stride 1) per query head; then averaged
     over the query heads of each KV head's GQA group. queries [B, Hq, W, D], keys [B, H, N, D].
+    On a CPU, at most `chunk_bytes` of logits exist at a time (but always one KV head's).
     """
     batch, q_heads, window, head_dim = queries.shape
     kv_heads, n = keys.shape[1], keys.shape[2]
@@ -38,7 +40,7 @@ def window_attention(
     k = keys.float().reshape(batch * kv_heads, n, head_dim)
     weights = q.new_empty(batch * kv_heads, groups, n)
     per_head = groups * window * n * q.element_size()
-    step = max(1, CPU_CHUNK_BYTES // per_head) if q.device.type == "cpu" else batch * kv_heads
+    step = max(1, chunk_bytes // per_head) if q.device.type == "cpu" else batch * kv_heads
     for first in range(0, batch * kv_heads, step):
         last = min(first + step, batch * kv_heads)
         logits = torch.matmul(q[first:last], k[first:last].transpose(-1, -2)).div_(scale)
@@ -58,8 +60,7 @@ def value_magnitude(values: torch.Tensor, kind: str = "range") -> torch.Tensor:
     """Magnitude of each value vector over head_dim: range (max - min), variance or L2 norm."""
     v = values.float()
     if kind == "range":
-        low, high = torch.aminmax(v, dim=-1)  # one pass over the values instead of two
-        return high - low
+        return v.amax(dim=-1) - v.amin(dim=-1)
     if kind == "var":
         return v.var(dim=-1)
     if kind == "l2":
