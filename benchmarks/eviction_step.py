@@ -9,8 +9,9 @@ For every method with a counterpart in the authors' code, each repeat times ours
 alternating which goes first; the table gives the median milliseconds and the ratio ours / theirs
 (the median of the per-repeat ratios, and their range). For deterministic methods it also says
 whether the two kept the same token sets (they should: the first eviction of a fresh cache). Methods
-without a counterpart are timed on our side alone. ``--compare-threads`` times our step at 1 and 2
-intra-op threads, alternating, to show whether it scales or runs on one thread. ``--profile`` prints
+without a counterpart are timed on our side alone. ``--compare-threads`` times our step (and theirs,
+and a plain matmul as a control for what a second thread gives on this machine) at 1 and 2 intra-op
+threads, alternating, to show whether it scales or runs on one thread. ``--profile`` prints
 torch.profiler's table for one step of each side.
 
 The authors' code is loaded at run time from a checkout (GitHub terarachang/VaSE); nothing of it is
@@ -230,12 +231,32 @@ def compare(args, s: Setting, tensors, evict_layer) -> None:
             print_profile(label, step)
 
 
-def compare_threads(args, s: Setting, tensors) -> None:
-    print(f"\nOur eviction step at 1 and 2 intra-op threads (alternating, {args.repeats} repeats each):")
-    print("| method | 1 thread ms | 2 threads ms | 1 / 2 (median) | range |")
-    print("| --- | --- | --- | --- | --- |")
+class ControlStep:
+    """A plain torch product the size of one chunk of attention logits: what 2 threads give any op here."""
+
+    def __init__(self, s: Setting):
+        groups = s.q_heads // s.kv_heads
+        self.q = torch.randn(s.batch * s.kv_heads, groups * s.residual, s.head_dim)
+        self.k = torch.randn(s.batch * s.kv_heads, s.budget, s.head_dim)
+
+    def reset(self) -> None:
+        pass
+
+    def run(self) -> None:
+        torch.matmul(self.q, self.k.transpose(-1, -2))
+
+
+def compare_threads(args, s: Setting, tensors, evict_layer) -> None:
+    print(f"\nThe eviction step at 1 and 2 intra-op threads (alternating, {args.repeats} repeats each; "
+          "1 / 2 above 1 means 2 threads are faster):")
+    print("| step | 1 thread ms | 2 threads ms | 1 / 2 (median) | range |")
+    print("| --- | --- | --- | --- | --- |", flush=True)
+    steps = [("control: torch.matmul, one layer's logits", ControlStep(s))]
     for method in args.methods:
-        step = OurStep(method, s, tensors, args.seed)
+        steps.append((f"ours {method}", OurStep(method, s, tensors, args.seed)))
+        if evict_layer is not None and method in REFERENCE_MODES:
+            steps.append((f"reference {method}", ReferenceStep(evict_layer, method, s, tensors, args.seed)))
+    for label, step in steps:
         times: dict[int, list[float]] = {1: [], 2: []}
         for n in (1, 2):
             torch.set_num_threads(n)
@@ -245,8 +266,8 @@ def compare_threads(args, s: Setting, tensors) -> None:
                 torch.set_num_threads(n)
                 times[n].append(timed(step))
         speedups = [a / b for a, b in zip(times[1], times[2])]
-        print(f"| {method} | {statistics.median(times[1]):.1f} | {statistics.median(times[2]):.1f} | "
-              f"{statistics.median(speedups):.2f} | {fmt_range(speedups)} |")
+        print(f"| {label} | {statistics.median(times[1]):.1f} | {statistics.median(times[2]):.1f} | "
+              f"{statistics.median(speedups):.2f} | {fmt_range(speedups)} |", flush=True)
     torch.set_num_threads(args.threads)
 
 
@@ -263,7 +284,8 @@ def main() -> None:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the comparison.")
-    parser.add_argument("--compare-threads", action="store_true", help="Also time our step at 1 vs 2 threads.")
+    parser.add_argument("--compare-threads", action="store_true",
+                        help="Also time the step (ours, theirs, a plain matmul) at 1 vs 2 threads.")
     parser.add_argument("--profile", action="store_true", help="Print torch.profiler's table for each step.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -284,7 +306,7 @@ def main() -> None:
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
     compare(args, s, tensors, evict_layer)
     if args.compare_threads:
-        compare_threads(args, s, tensors)
+        compare_threads(args, s, tensors, evict_layer)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -35,8 +35,6 @@ EventSink = Callable[[EvictionEvent], None]
 
 # Spare slots a no-eviction cache starts with when the caller gives no generation length.
 _DEFAULT_GROWTH = 256
-# On a CPU, eviction compacts the kept slots a cache-sized chunk at a time (see compact_in_place).
-COMPACTION_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,29 +65,21 @@ class CacheConfig:
         return self.budget - self.residual
 
 
-def compact_in_place(stored: torch.Tensor, kept: torch.Tensor, chunk_bytes: int = COMPACTION_CHUNK_BYTES) -> None:
-    """Move the kept slots to the front, in place: stored[.., i, :] = stored[.., kept[.., i], :] for i < K.
+def compact_in_place(stored: torch.Tensor, kept: torch.Tensor) -> None:
+    """Move the kept slots to the front: stored[.., i, :] = stored[.., kept[.., i], :] for i < K.
 
-    stored [.., H, C] or [.., H, C, D], contiguous; kept [.., H, K], sorted and distinct, so
-    kept[i] >= i: when the front is filled chunk by chunk from the left, every slot is read before it
-    is overwritten. Each chunk is copied out first (its source and destination may overlap) into a
-    buffer that stays in the CPU's cache, by whole slots (index_select of rows, not an element-wise
-    gather). On a CPU a chunk holds at most `chunk_bytes` (but always one slot); on a GPU one chunk.
+    stored [.., H, C] or [.., H, C, D], contiguous; kept [.., H, K]. Whole slots are copied (one
+    index_select of rows, not an element-wise gather), in one operation per tensor: on a CPU shared by
+    other processes, every further parallel region costs a wait for a descheduled thread.
     """
     keep = kept.shape[-1]
     groups = kept.numel() // keep  # (row, head) pairs
     capacity = stored.shape[kept.dim() - 1]
     feature = stored.shape[-1] if stored.dim() > kept.dim() else 1
-    slots = stored.view(groups * capacity, feature)
-    front = stored.view(groups, capacity, feature)
     offsets = torch.arange(groups, device=kept.device).unsqueeze(1) * capacity
-    sources = kept.reshape(groups, keep) + offsets
-    chunk = keep
-    if stored.device.type == "cpu":
-        chunk = max(1, chunk_bytes // (stored.element_size() * feature * groups))
-    for first in range(0, keep, chunk):
-        rows = sources[:, first : first + chunk]
-        front[:, first : first + rows.shape[1]] = slots.index_select(0, rows.reshape(-1)).view(groups, -1, feature)
+    rows = (kept.reshape(groups, keep) + offsets).reshape(-1)
+    moved = stored.view(groups * capacity, feature).index_select(0, rows)
+    stored.view(groups, capacity, feature)[:, :keep] = moved.view(groups, keep, feature)
 
 
 class EvictionLayer(CacheLayerMixin):

@@ -14,8 +14,8 @@ MAGNITUDES: tuple[str, ...] = ("range", "var", "l2")
 SMOOTHING_KERNEL = 5
 
 
-# On a CPU the attention logits are computed a few KV heads at a time, so each chunk's logits
-# (G * W * N floats per head) stay in cache through the scaling, softmax and window mean.
+# On a CPU the attention logits are computed a few KV heads at a time, so each thread's share of a
+# chunk's logits (G * W * N floats per head) stays in cache through the scaling, softmax and mean.
 ATTENTION_CHUNK_BYTES = 4 << 20
 
 
@@ -28,7 +28,7 @@ def window_attention(
     softmax_j(q . k_j / (sqrt(d) * tau)) for each query, averaged over the window; optionally
     average-pooled along positions (kernel 5, padding 2, stride 1) per query head; then averaged
     over the query heads of each KV head's GQA group. queries [B, Hq, W, D], keys [B, H, N, D].
-    On a CPU, at most `chunk_bytes` of logits exist at a time (but always one KV head's).
+    On a CPU, at most `chunk_bytes` of logits per thread exist at a time (but always one KV head's).
     """
     batch, q_heads, window, head_dim = queries.shape
     kv_heads, n = keys.shape[1], keys.shape[2]
@@ -40,7 +40,8 @@ def window_attention(
     k = keys.float().reshape(batch * kv_heads, n, head_dim)
     weights = q.new_empty(batch * kv_heads, groups, n)
     per_head = groups * window * n * q.element_size()
-    step = max(1, chunk_bytes // per_head) if q.device.type == "cpu" else batch * kv_heads
+    on_cpu = q.device.type == "cpu"
+    step = max(1, chunk_bytes * torch.get_num_threads() // per_head) if on_cpu else batch * kv_heads
     for first in range(0, batch * kv_heads, step):
         last = min(first + step, batch * kv_heads)
         logits = torch.matmul(q[first:last], k[first:last].transpose(-1, -2)).div_(scale)
