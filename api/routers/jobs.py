@@ -147,7 +147,8 @@ def _result_rows(store: Store, job_id: str) -> list[ResultRow]:
     "/jobs/{job_id}/results", response_model=ResultsOut, summary="The comparison table",
     responses={**errors(401, 404, 422, 503),
                200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                     "description": "One row per run (method x budget): accuracy ± SE, pass@k, loop rate, "
+                     "description": "One row per run (method x budget): accuracy ± SE and pass@k, strict "
+                                    "and flexible (`accuracy_flex`), loop rate, "
                                     "KL and top-1 agreement (fidelity), speed, KV memory, evictions."}},
     description="Partial while the job runs (`complete` is false). `?format=csv` returns CSV.",
 )
