@@ -160,19 +160,20 @@ def _show(sample_id: int) -> None:
     output = smp.get("output") or ""
     thinking = smp.get("thinking")
     start = output.find(thinking) if thinking else -1
-    if thinking and start >= 0:
-        end = start + len(thinking)
-        loop_in_thinking = view.loop_char is not None and view.loop_char < end
-        label = f"Thinking ({len(thinking):,} characters)" + (" · contains the loop" if loop_in_thinking else "")
-        if output[:start].strip():
-            st.markdown(ui.text_box(_segments(output[:start], 0, view), height=160), unsafe_allow_html=True)
-        with st.expander(label, expanded=False, icon=":material/psychology:"):
-            st.markdown(ui.text_box(_segments(thinking, start, view), height=520), unsafe_allow_html=True)
-        st.markdown("**Answer**")
-        st.markdown(ui.text_box(_segments(output[end:], end, view), height=360), unsafe_allow_html=True)
-    else:
-        st.markdown("**Output**" + ("" if thinking is None else " (no separate thinking block)"))
-        st.markdown(ui.text_box(_segments(output, 0, view), height=420), unsafe_allow_html=True)
+    with st.container(key="sample_output"):  # the output as the page shows it (browser checks find it by key)
+        if thinking and start >= 0:
+            end = start + len(thinking)
+            loop_in_thinking = view.loop_char is not None and view.loop_char < end
+            label = f"Thinking ({len(thinking):,} characters)" + (" · contains the loop" if loop_in_thinking else "")
+            if output[:start].strip():
+                st.markdown(ui.text_box(_segments(output[:start], 0, view), height=160), unsafe_allow_html=True)
+            with st.expander(label, expanded=False, icon=":material/psychology:"):
+                st.markdown(ui.text_box(_segments(thinking, start, view), height=520), unsafe_allow_html=True)
+            st.markdown("**Answer**")
+            st.markdown(ui.text_box(_segments(output[end:], end, view), height=360), unsafe_allow_html=True)
+        else:
+            st.markdown("**Output**" + ("" if thinking is None else " (no separate thinking block)"))
+            st.markdown(ui.text_box(_segments(output, 0, view), height=420), unsafe_allow_html=True)
     if view.loop_char is not None:
         st.caption(
             f'<mark style="background:{LOOP_BG}">highlighted</mark>: the detected repetition loop.',
@@ -189,12 +190,19 @@ def _show(sample_id: int) -> None:
             "with. Bench with `--fidelity` (it runs the full cache first)."
         )
     else:
-        fd = smp.get("first_divergence")
-        if fd is None:
-            st.success("The output is identical to the full-cache output.")
-        else:
+        fd = view.divergence
+        if view.identical:
+            st.success("The output is identical to the full-cache output.", icon=":material/check:")
+        elif fd is not None:
             st.caption(
                 f"The outputs agree on the first {fd} generated tokens, then diverge "
+                f'(<mark style="background:{DIVERGE_BG}">highlighted from there</mark>).',
+                unsafe_allow_html=True,
+            )
+        else:
+            st.caption(
+                "The outputs differ; their texts agree on the first "
+                f"{view.divergence_char:,} characters "
                 f'(<mark style="background:{DIVERGE_BG}">highlighted from there</mark>).',
                 unsafe_allow_html=True,
             )
@@ -207,11 +215,11 @@ def _show(sample_id: int) -> None:
             )
         with right:
             ref_out = view.reference["output"]
-            ref_char = None
-            if fd is not None and view.reference_tokens:
-                ref_char = data.char_offset(ref_out, view.reference_tokens, int(fd))
             st.markdown(f"**Full-cache output** (sample #{view.reference['id']})")
-            st.markdown(ui.text_box(ui.highlighted(ref_out, ref_char, DIVERGE_BG), height=300), unsafe_allow_html=True)
+            st.markdown(
+                ui.text_box(ui.highlighted(ref_out, view.reference_char, DIVERGE_BG), height=300),
+                unsafe_allow_html=True,
+            )
         if view.kl_per_token:
             st.plotly_chart(charts.kl_per_token(view.kl_per_token, view.reference_tokens, fd), key="sample_kl")
             st.caption(
