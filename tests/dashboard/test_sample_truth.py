@@ -96,7 +96,9 @@ def test_agreement_rules():
     assert not bare.identical and bare.token is None and bare.output_char == 3
 
 
-def test_sample_page_decodes_tokens_without_converting_the_model(seeded_url, page_of_sample, tmp_path, monkeypatch):
+def test_sample_page_decodes_tokens_without_converting_the_model(
+    seeded_url, page_of_sample, dash_env, tmp_path, monkeypatch
+):
     from vase.config import get_settings
     from vase.models import EMBEDDED_CACHE_NAME, EMBEDDED_TOKENIZER_CACHE_NAME
 
@@ -107,6 +109,7 @@ def test_sample_page_decodes_tokens_without_converting_the_model(seeded_url, pag
     sample_views._tokenizer.clear()
     sample_views._token_texts.clear()
 
+    dash_env(seeded_url)
     at = page_of_sample(seeded_url, "sample", _sample_of("vase"))
     assert not (models / EMBEDDED_CACHE_NAME).exists()  # no weights converted
     assert (models / EMBEDDED_TOKENIZER_CACHE_NAME / "tokenizer.json").is_file()
