@@ -63,6 +63,8 @@ COMPARE = Page(
 )
 SAMPLE = Page("sample", "sample", (".st-key-sample_output [data-testid='stMarkdownContainer'] div",))
 EXPLORER = Page("explorer", "explorer", (".st-key-explorer_heatmap .heatmaplayer image",))
+#: The explorer of a database without any ``full`` trace: its explanation of what to run.
+EXPLORER_UNTRACED = Page("explorer", "explorer", ('[data-testid="stMain"] [data-testid="stAlert"]',))
 JOBS = Page("jobs", "jobs", (".st-key-jobs_status",))
 #: The pages, with the content every one of them shows whatever the data; the default page
 #: (Compare) lives at the root.
@@ -292,13 +294,13 @@ def pages_for(db: str) -> list[Page]:
     """:data:`PAGES` with the content a database's data must show: Compare a row per method of
     the model it opens on (the first in order); Sample a stored sample of a method that evicts
     (else any), opened by its link, with the text of its output; Cache explorer a sample with a
-    ``full`` trace, opened by its link (its heatmap)."""
+    ``full`` trace, opened by its link (its heatmap), or without one the page's explanation."""
     from vase.methods import method_label
     from vase.store import open_store
 
     store = open_store(db)
     rows = store.results()
-    compare, sample, explorer = COMPARE, SAMPLE, EXPLORER
+    compare, sample, explorer = COMPARE, SAMPLE, EXPLORER_UNTRACED
     if rows:
         model = sorted({r["model"] for r in rows})[0]
         labels = sorted({method_label(r["method"], r.get("params") or {}) for r in rows if r["model"] == model})

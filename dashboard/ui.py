@@ -200,7 +200,7 @@ RESULT_COLUMN_CONFIG = {
         "flexible %",
         format="%.1f",
         help="Mean pass@1 over problems, graded flexibly (the final answer span when the required format is "
-        "missing). Empty for runs stored before flexible grading: re-grade them.",
+        "missing). Empty for runs stored before flexible grading: `vase regrade` fills it.",
     ),
     "accuracy_flex_se": st.column_config.NumberColumn(
         "± SE", format="%.1f", help="Standard error of the flexible accuracy over problems."
@@ -228,9 +228,10 @@ RESULT_COLUMN_CONFIG = {
     "source": st.column_config.TextColumn("source"),
     "run_id": st.column_config.NumberColumn("run"),
 }
-#: A sample list's columns as the Sample page shows them (the verdict as a symbol).
+#: A sample list's columns as the Sample page shows them (the verdicts as symbols).
+SAMPLE_VERDICTS = {"correct": "verdict", "correct_flex": "flexible"}
 SAMPLE_TABLE = [
-    "verdict" if c == "correct" else c
+    SAMPLE_VERDICTS.get(c, c)
     for c in data.SAMPLE_COLUMNS
     if c not in ("run_id", "grade_status", "tokens_per_s", "evictions")
 ]

@@ -151,8 +151,8 @@ _LABEL_CHAR_PX, _PLOT_PX = 7, 800  # a label character at font size 11; a narrow
 def _room_for_labels(label_chars: dict[float, int]) -> list[float]:
     """An x range (from a little left of the leftmost point) wide enough that each point's label,
     written to its right, fits: point x -> characters in its label."""
-    lo = min(label_chars)
-    width = max(0.2 * max(label_chars), 0.01)  # a single point still gets an axis around it
+    lo, hi = min(label_chars), max(label_chars)
+    width = max(0.2 * hi, 0.01) if hi == lo else 0.0  # a single column of points still gets an axis
     for x, chars in label_chars.items():
         free = max(0.3, 0.95 - (chars + 2) * _LABEL_CHAR_PX / _PLOT_PX)  # share of the width left of the label
         width = max(width, (x - lo) / free)

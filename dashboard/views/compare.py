@@ -12,9 +12,10 @@ st.caption(
     "fidelity to the full cache, speed and KV memory for every method × budget × task in the results database."
 )
 GRADING_HELP = (
-    "**strict**: the task's required answer format (e.g. a `\\boxed{}` answer); **flexible**: the final "
-    "answer span when that format is missing (the last `\\boxed{}`, \"the answer is …\", the last number; "
-    "for multiple choice the last standalone letter), as lm-evaluation-harness's flexible-extract."
+    "**strict**: the task's required answer format (a `\\boxed{}` answer); **flexible**: the final answer "
+    "span when that format is missing (math: the last `\\boxed{}`, else \"the answer is …\", a trailing "
+    "\"= …\", the last number; multiple choice: the last standalone letter; code: as strict), like "
+    "lm-evaluation-harness's flexible-extract. The rules: `vase/grading/flexible.py`."
 )
 
 
@@ -86,7 +87,11 @@ def _page() -> None:
     if not at_task[accuracy].notna().any():
         ui.empty(
             f"No {grading} accuracy is stored for these runs"
-            + (": they were stored before flexible grading; re-grade them." if grading == "flexible" else ".")
+            + (
+                ": they were stored before flexible grading; `vase regrade --all` (or `--run ID`) grades them again."
+                if grading == "flexible"
+                else "."
+            )
         )
     elif at_task["kv_mib"].notna().any():
         st.plotly_chart(

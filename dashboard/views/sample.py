@@ -62,7 +62,9 @@ def _pick_sample() -> int | None:
 
     with st.expander(f"Samples of this run ({len(frame)})", expanded=len(frame) > 1):
         st.dataframe(
-            frame.assign(verdict=[data.verdict_symbol(c) for c in frame["correct"]]),
+            frame.assign(
+                **{shown: [data.verdict_symbol(c) for c in frame[column]] for column, shown in ui.SAMPLE_VERDICTS.items()}
+            ),
             hide_index=True,
             width="stretch",
             key="sample_table",
@@ -71,6 +73,10 @@ def _pick_sample() -> int | None:
             column_order=ui.SAMPLE_TABLE,
             column_config={
                 "sample_id": "id",
+                "verdict": st.column_config.TextColumn("strict", help="The strict verdict: ✓ correct, ✗ wrong."),
+                "flexible": st.column_config.TextColumn("flexible", help="The flexible verdict: ✓ correct, ✗ wrong."),
+                "extracted": "answered (strict)",
+                "extracted_flex": "answered (flexible)",
                 "sample_index": "index",
                 "loop_detected": "loop",
                 "kl_mean": st.column_config.NumberColumn("KL", format="%.4f"),
@@ -88,11 +94,11 @@ def _verdict(smp: dict) -> None:
     answer = (smp.get("metrics") or {}).get("answer")
     got = smp.get("extracted")
     if smp.get("correct") is True:
-        st.success(f"**Correct** — answered {got!s}, expected {answer!s}.", icon=":material/check_circle:")
+        st.success(f"**Correct** (strict) — answered {got!s}, expected {answer!s}.", icon=":material/check_circle:")
     elif smp.get("correct") is False:
         why = smp.get("grade_reason") or ""
         st.error(
-            f"**Wrong** — answered {got if got is not None else 'nothing'}, expected {answer!s}"
+            f"**Wrong** (strict) — answered {got if got is not None else 'nothing'}, expected {answer!s}"
             + (f" ({why})." if why else "."),
             icon=":material/cancel:",
         )
@@ -100,6 +106,17 @@ def _verdict(smp: dict) -> None:
         st.warning(
             f"**Not graded** ({smp.get('grade_status') or 'unknown'}): {smp.get('grade_reason') or ''}",
             icon=":material/help:",
+        )
+    flex = smp.get("correct_flex")
+    if flex is None:
+        st.caption("No flexible verdict is stored for this sample (stored before flexible grading: `vase regrade`).")
+    else:
+        got_flex = smp.get("extracted_flex")
+        st.markdown(
+            f"**Flexible grading:** {'correct' if flex else 'wrong'} — answered "
+            f"{got_flex if got_flex is not None else 'nothing'}"
+            + (f" (rule: {smp['flex_rule']})" if smp.get("flex_rule") else "")
+            + f", expected {answer!s}."
         )
 
 
