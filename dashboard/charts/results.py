@@ -145,18 +145,18 @@ def accuracy_vs_memory(
     return layout(fig, f"Accuracy ({grading}) vs KV memory{' · ' + task if task else ''}", height=440)
 
 
-_LABEL_CHAR_PX, _PLOT_PX = 7, 800  # a label character at font size 11; a narrow plot's width
+_LABEL_CHAR_PX, _PLOT_PX = 7, 700  # a label character at font size 11; a narrow plot's width
 
 
 def _room_for_labels(label_chars: dict[float, int]) -> list[float]:
-    """An x range (from a little left of the leftmost point) wide enough that each point's label,
-    written to its right, fits: point x -> characters in its label."""
-    lo, hi = min(label_chars), max(label_chars)
-    width = max(0.2 * hi, 0.01) if hi == lo else 0.0  # a single column of points still gets an axis
+    """An x range from 0 (memory is compared against none at all, not against the smallest
+    point) wide enough that each point's label, written to its right, fits: point x -> the
+    characters of its label."""
+    width = 0.01
     for x, chars in label_chars.items():
-        free = max(0.3, 0.95 - (chars + 2) * _LABEL_CHAR_PX / _PLOT_PX)  # share of the width left of the label
-        width = max(width, (x - lo) / free)
-    return [lo - 0.05 * width, lo + 0.95 * width]
+        free = max(0.3, 1.0 - (chars + 4) * _LABEL_CHAR_PX / _PLOT_PX)  # share of the width left of the label
+        width = max(width, x / free)
+    return [-0.02 * width, width]
 
 
 def metric_vs_budget(frame: pd.DataFrame, column: str, title: str, axis: str, percent: bool = False) -> go.Figure:
