@@ -214,10 +214,12 @@ def capture(
     *,
     settle_ms: int = 1000,
     timeout_s: float = 60.0,
+    content_timeout_s: float | None = None,
 ) -> list[PageResult]:
-    """Load each page headless, wait until its expected content is visible and Streamlit has
-    finished running it, screenshot the whole page (the viewport is stretched to the page's
-    height) and collect page errors; content still missing after ``timeout_s`` is an error."""
+    """Load each page headless (within ``timeout_s``), wait until its expected content is visible
+    and Streamlit has finished running it, screenshot the whole page (the viewport is stretched to
+    the page's height) and collect page errors; content still missing ``content_timeout_s``
+    (default ``timeout_s``) after the page loaded is an error."""
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,7 @@ def capture(
                     page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
                     page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
                     page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout_s * 1000)
-                    errors += _wait_for_content(page, spec, timeout_s)
+                    errors += _wait_for_content(page, spec, content_timeout_s or timeout_s)
                     _settle(page, settle_ms, timeout_s)
                     height = page.evaluate(_HEIGHT_JS)
                     page.set_viewport_size({"width": WIDTH, "height": int(min(max(HEIGHT, height + 40), 12000))})

@@ -54,7 +54,7 @@ def test_a_page_without_its_content_fails(tmp_path):
 
     db = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     with running_dashboard(db, api_url="http://127.0.0.1:9", log_path=tmp_path / "dashboard.log") as base:
-        results = capture(base, tmp_path / "shots", PAGES[:3], timeout_s=5)
+        results = capture(base, tmp_path / "shots", PAGES[:3], content_timeout_s=5)
     for r in results:
         assert not r.ok, r.name
         assert any("no visible" in e for e in r.errors), r.errors
