@@ -165,9 +165,13 @@ class ResultRow(BaseModel):
     residual: int | None = None
     n_problems: int | None = None
     n_samples: int | None = None
-    accuracy: float | None = None
-    accuracy_se: float | None = None
-    pass_at_k: dict[str, float] = Field(default_factory=dict)
+    accuracy: float | None = Field(None, description="Strict: mean pass@1 over problems.")
+    accuracy_se: float | None = Field(None, description="Standard error of `accuracy` over problems.")
+    pass_at_k: dict[str, float] = Field(default_factory=dict, description="Strict: k -> mean unbiased pass@k.")
+    accuracy_flex: float | None = Field(None, description="Flexible grading (boxed, answer phrase, trailing "
+                                                          "'=', last number; last choice letter): mean pass@1.")
+    accuracy_flex_se: float | None = Field(None, description="Standard error of `accuracy_flex` over problems.")
+    pass_at_k_flex: dict[str, float] = Field(default_factory=dict, description="Flexible: k -> mean pass@k.")
     loop_rate: float | None = None
     truncated_rate: float | None = None
     mean_new_tokens: float | None = None
@@ -194,6 +198,7 @@ class SampleSummary(BaseModel):
     problem_id: str
     sample_index: int
     correct: bool | None = None
+    correct_flex: bool | None = None
     grade_status: str | None = None
     new_tokens: int | None = None
     truncated: bool | None = None
@@ -216,6 +221,10 @@ class Verdict(BaseModel):
     reason: str | None = None
     extracted: str | None = Field(None, description="The answer extracted from the output.")
     answer: str | None = Field(None, description="The gold answer.")
+    correct_flex: bool | None = Field(None, description="The flexible verdict (None: undecided).")
+    extracted_flex: str | None = Field(None, description="The answer the flexible rules extracted.")
+    flex_rule: str | None = Field(None, description="The flexible rule that extracted it: boxed, answer_phrase, "
+                                                    "equals, last_number, letter or strict.")
 
 
 class LoopSpan(BaseModel):

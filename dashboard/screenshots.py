@@ -6,9 +6,16 @@
 Without ``--url`` it starts ``vase dashboard`` on a free loopback port (against ``--db``, or the
 configured database) and stops it afterwards. The browser is Debian's ``chromium``
 (``/usr/bin/chromium``; ``scripts/test.sh`` installs it) driven by Playwright, which downloads no
-browser of its own. A page *fails* when Streamlit shows an exception (``stException``) or the
-dashboard's "Something went wrong" box, or when it never finishes loading. Exit status: 0 when every
-page loaded cleanly, 1 otherwise.
+browser of its own.
+
+Each page is screenshot only once its content has rendered: every page names the elements that
+must be visible (Compare: rows of the comparison table and the points of its top chart; Sample: the
+output; Cache explorer: the heatmap; Jobs: its status filter) and, with ``--db``, the content read
+from that database that must be shown (Compare: a row per method; Sample and Cache explorer: a
+stored sample opened by its link, its output text). A page *fails* when that content does not
+appear, when Streamlit shows an exception (``stException``) or the dashboard's "Something went
+wrong" box, or when it never finishes loading: a screenshot of an empty page is a failure. Exit
+status: 0 when every page rendered its content cleanly, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -24,11 +31,44 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-#: (name, URL path) of the pages; the default page (Compare) lives at the root.
-PAGES = [("compare", ""), ("sample", "sample"), ("explorer", "explorer"), ("jobs", "jobs")]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page to capture: its name, its URL path, and what it must show once it has rendered."""
+
+    name: str
+    path: str
+    #: CSS selectors of elements that must be visible (found by the key of the Streamlit element)
+    content: tuple[str, ...] = ()
+    #: CSS selectors of elements that must exist (a data grid's cells: drawn on a canvas, their
+    #: accessible copies have no size)
+    present: tuple[str, ...] = ()
+    #: texts that must be shown: a cell of a data grid, or within the page's visible text
+    texts: tuple[str, ...] = ()
+
+    def expecting(self, path: str | None = None, texts: tuple[str, ...] = ()) -> Page:
+        return replace(self, path=self.path if path is None else path, texts=self.texts + texts)
+
+
+GRID_CELL = '[data-testid^="glide-cell-"]'  # a cell of a Streamlit data grid (canvas-drawn; these are its accessible copy)
+COMPARE = Page(
+    "compare",
+    "",
+    (".st-key-compare_table canvas", ".st-key-compare_acc_memory .scatterlayer .point"),
+    ('.st-key-compare_table [data-testid^="glide-cell-"][data-testid$="-0"]',),  # a cell of the first row
+)
+SAMPLE = Page("sample", "sample", (".st-key-sample_output [data-testid='stMarkdownContainer'] div",))
+EXPLORER = Page("explorer", "explorer", (".st-key-explorer_heatmap .heatmaplayer image",))
+#: The explorer of a database without any ``full`` trace: its explanation of what to run.
+EXPLORER_UNTRACED = Page("explorer", "explorer", ('[data-testid="stMain"] [data-testid="stAlert"]',))
+JOBS = Page("jobs", "jobs", (".st-key-jobs_status",))
+#: The pages, with the content every one of them shows whatever the data; the default page
+#: (Compare) lives at the root.
+PAGES = [COMPARE, SAMPLE, EXPLORER, JOBS]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -146,17 +186,40 @@ _BUSY_JS = """() => {
   return !!(w && /running|connecting/i.test(w.innerText || '')) || !!skeleton;
 }"""
 
+# What of a page's expected content is missing: selectors without a visible element, texts neither
+# in a grid cell nor in the main area's visible text (whitespace collapsed on both sides).
+_MISSING_JS = """([selectors, present, texts, cell]) => {
+  const visible = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const squash = t => (t || '').replace(/\\s+/g, ' ').trim();
+  const main = document.querySelector('[data-testid="stMain"]');
+  const shown = squash(main ? main.innerText : '');
+  const cells = Array.from(document.querySelectorAll(cell)).map(c => squash(c.textContent));
+  const missing = [];
+  for (const s of selectors)
+    if (!Array.from(document.querySelectorAll(s)).some(visible)) missing.push('no visible ' + s);
+  for (const s of present)
+    if (!document.querySelector(s)) missing.push('no ' + s);
+  for (const t of texts) {
+    const want = squash(t);
+    if (!cells.includes(want) && !shown.includes(want)) missing.push('text not shown: ' + JSON.stringify(want));
+  }
+  return missing;
+}"""
+
 
 def capture(
     base: str,
     out_dir: Path,
-    pages: list[tuple[str, str]] | None = None,
+    pages: list[Page] | None = None,
     *,
     settle_ms: int = 1000,
     timeout_s: float = 60.0,
+    content_timeout_s: float | None = None,
 ) -> list[PageResult]:
-    """Load each page headless, wait until Streamlit has finished running it, screenshot the whole
-    page (the viewport is stretched to the page's height) and collect page errors."""
+    """Load each page headless (within ``timeout_s``), wait until its expected content is visible
+    and Streamlit has finished running it, screenshot the whole page (the viewport is stretched to
+    the page's height) and collect page errors; content still missing ``content_timeout_s``
+    (default ``timeout_s``) after the page loaded is an error."""
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,20 +230,23 @@ def capture(
             page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
             console_errors: list[str] = []
             page.on("pageerror", lambda exc: console_errors.append(f"javascript: {exc}"))
-            for name, path in pages or PAGES:
+            for spec in pages or PAGES:
                 console_errors.clear()
                 started = time.monotonic()
-                url = f"{base}/{path}"
+                url = f"{base}/{spec.path}"
                 errors: list[str] = []
-                shot: Path | None = out_dir / f"{name}.png"
+                shot: Path | None = out_dir / f"{spec.name}.png"
                 try:
                     page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
                     page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
                     page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout_s * 1000)
+                    errors += _wait_for_content(page, spec, content_timeout_s or timeout_s)
                     _settle(page, settle_ms, timeout_s)
                     height = page.evaluate(_HEIGHT_JS)
                     page.set_viewport_size({"width": WIDTH, "height": int(min(max(HEIGHT, height + 40), 12000))})
                     _settle(page, 800, timeout_s)
+                    if not errors:  # still there after the page settled (a rerun may have replaced it)
+                        errors += page.evaluate(_MISSING_JS, _missing_args(spec))
                     page.screenshot(path=str(shot))
                     errors += page.evaluate(_PAGE_ERRORS_JS)
                     if page.get_by_text("Page not found").count():
@@ -192,10 +258,75 @@ def capture(
                     if not shot.exists():
                         shot = None
                 errors += console_errors
-                results.append(PageResult(name, url, shot, time.monotonic() - started, errors))
+                results.append(PageResult(spec.name, url, shot, time.monotonic() - started, errors))
         finally:
             browser.close()
     return results
+
+
+def _wait_for_content(page, spec: Page, timeout_s: float) -> list[str]:
+    """Wait until every expected element and text of ``spec`` is on the page; what is still
+    missing after ``timeout_s`` (empty when all of it came)."""
+    args = _missing_args(spec)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = page.evaluate(_MISSING_JS, args)
+        if not missing:
+            return []
+        if time.monotonic() > deadline:
+            return [f"after {timeout_s:.0f} s: {m}" for m in missing]
+        page.wait_for_timeout(200)
+
+
+def page_at(name: str, path: str) -> Page:
+    """A capture named ``name`` of ``path`` (``explorer?sample=3``), expecting the content of the
+    page it opens."""
+    page = path.split("?", 1)[0].strip("/")
+    known = next((p for p in PAGES if p.path == page), None)
+    if known is None:
+        raise ValueError(f"path {path!r}: must open one of the pages {[p.path or '/' for p in PAGES]}")
+    return replace(known, name=name, path=path)
+
+
+def _missing_args(spec: Page) -> list:
+    return [list(spec.content), list(spec.present), list(spec.texts), GRID_CELL]
+
+
+def pages_for(db: str) -> list[Page]:
+    """:data:`PAGES` with the content a database's data must show: Compare a row per method of
+    the model it opens on (the first in order); Sample a stored sample of a method that evicts
+    (else any), opened by its link, with the text of its output; Cache explorer a sample with a
+    ``full`` trace, opened by its link (its heatmap), or without one the page's explanation."""
+    from vase.methods import method_label
+    from vase.store import open_store
+
+    store = open_store(db)
+    rows = store.results()
+    compare, sample, explorer = COMPARE, SAMPLE, EXPLORER_UNTRACED
+    if rows:
+        model = sorted({r["model"] for r in rows})[0]
+        labels = sorted({method_label(r["method"], r.get("params") or {}) for r in rows if r["model"] == model})
+        compare = COMPARE.expecting(texts=tuple(labels))
+    runs = sorted(store.list_runs(), key=lambda r: (r["method"] == "full", r["id"]))
+    shown = next((smp for r in runs for smp in store.list_samples(run_id=r["id"], limit=1)), None)
+    if shown is not None:
+        sample = SAMPLE.expecting(f"sample?sample={shown['id']}", (_visible_output(shown),))
+    traced = next(
+        (smp for r in runs if r["trace_level"] == "full" for smp in store.list_samples(run_id=r["id"], limit=1)),
+        None,
+    )
+    if traced is not None:
+        explorer = EXPLORER.expecting(f"explorer?sample={traced['id']}")
+    return [compare, sample, explorer, JOBS]
+
+
+def _visible_output(sample: dict) -> str:
+    """The start of the output's text the Sample page shows open (the thinking is collapsed)."""
+    output, thinking = sample.get("output") or "", sample.get("thinking")
+    if thinking and thinking in output:
+        output = output.replace(thinking, " ", 1)
+    words = " ".join(output.split())
+    return words[:60].rsplit(" ", 1)[0] if len(words) > 60 else words
 
 
 _HEIGHT_JS = "() => { const m = document.querySelector('[data-testid=\"stMain\"]'); return m ? m.scrollHeight : 0 }"
@@ -234,13 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=PATH to capture instead of the four pages (repeatable), e.g. explorer=explorer?sample=3",
     )
     args = parser.parse_args(argv)
-    pages = [tuple(p.split("=", 1)) for p in args.page] if args.page else None
+    if args.page:
+        pages = [page_at(*p.split("=", 1)) for p in args.page]
+    elif args.db:
+        pages = pages_for(args.db)
+    else:
+        pages = PAGES
     args.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         base = args.url or stack.enter_context(
             running_dashboard(args.db, args.api_url, log_path=args.out / "dashboard.log")
         )
-        results = capture(base, args.out, pages)  # type: ignore[arg-type]
+        results = capture(base, args.out, pages)
     for r in results:
         state = "ok" if r.ok else "FAILED: " + " | ".join(r.errors)
         print(f"{r.name:10s} {r.seconds:5.1f} s  {r.screenshot}  {state}")

@@ -190,9 +190,20 @@ RESULT_COLUMN_CONFIG = {
     "task": st.column_config.TextColumn("task"),
     "method": st.column_config.TextColumn("method", help="Parameters that differ from the defaults follow the colon."),
     "budget": st.column_config.TextColumn("budget", help="KV pairs kept per layer and KV head."),
-    "accuracy": st.column_config.NumberColumn("accuracy %", format="%.1f", help="Mean pass@1 over problems."),
+    "accuracy": st.column_config.NumberColumn(
+        "strict %", format="%.1f", help="Mean pass@1 over problems, graded strictly (the task's required answer format)."
+    ),
     "accuracy_se": st.column_config.NumberColumn(
-        "± SE", format="%.1f", help="Standard error of the mean over problems."
+        "± SE", format="%.1f", help="Standard error of the strict accuracy over problems."
+    ),
+    "accuracy_flex": st.column_config.NumberColumn(
+        "flexible %",
+        format="%.1f",
+        help="Mean pass@1 over problems, graded flexibly (the final answer span when the required format is "
+        "missing). Empty for runs stored before flexible grading: `vase regrade` fills it.",
+    ),
+    "accuracy_flex_se": st.column_config.NumberColumn(
+        "± SE", format="%.1f", help="Standard error of the flexible accuracy over problems."
     ),
     "loop_rate": st.column_config.NumberColumn(
         "loops %", format="%.0f", help="Samples whose tail is a repetition loop."
@@ -211,14 +222,16 @@ RESULT_COLUMN_CONFIG = {
     "mean_new_tokens": st.column_config.NumberColumn("mean tokens", format="%.0f"),
     "evictions": st.column_config.NumberColumn("evictions", format="%.1f"),
     "sparsity": st.column_config.NumberColumn("kept / length", format="%.3f"),
-    "pass_at_k": st.column_config.TextColumn("pass@k %"),
+    "pass_at_k": st.column_config.TextColumn("pass@k % (strict)"),
+    "pass_at_k_flex": st.column_config.TextColumn("pass@k % (flexible)"),
     "residual": st.column_config.NumberColumn("residual"),
     "source": st.column_config.TextColumn("source"),
     "run_id": st.column_config.NumberColumn("run"),
 }
-#: A sample list's columns as the Sample page shows them (the verdict as a symbol).
+#: A sample list's columns as the Sample page shows them (the verdicts as symbols).
+SAMPLE_VERDICTS = {"correct": "verdict", "correct_flex": "flexible"}
 SAMPLE_TABLE = [
-    "verdict" if c == "correct" else c
+    SAMPLE_VERDICTS.get(c, c)
     for c in data.SAMPLE_COLUMNS
     if c not in ("run_id", "grade_status", "tokens_per_s", "evictions")
 ]

@@ -48,6 +48,10 @@ def test_samples_carry_grading_and_fidelity(bench_run):
     assert len(samples) == 2
     for sample in samples:
         assert sample["grade_status"] in ("graded", "ungradable", "unclosed_thinking")
+        assert sample["correct_flex"] in (True, False, None)
+        assert (sample["extracted_flex"] is None) is (sample["flex_rule"] is None)
+        if sample["flex_rule"] == "boxed":  # a boxed answer: both graders agree
+            assert sample["correct_flex"] is sample["correct"]
         assert sample["new_tokens"] == len(sample["metrics"]["tokens"])
         assert sample["kl_mean"] is not None and sample["metrics"]["compared_tokens"] > 0
         assert sample["first_divergence"] is None or sample["first_divergence"] >= 0
@@ -168,17 +172,50 @@ def test_cli_bench_json_and_export(smollm2, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [r["method"] for r in rows] == ["full", "vase-dkv"]
-    for key in ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
-                "tokens_per_s", "kv_bytes_peak"):
+    for key in ("task", "method", "budget", "accuracy", "accuracy_se", "accuracy_flex", "accuracy_flex_se",
+                "pass_at_k", "pass_at_k_flex", "loop_rate", "kl_mean", "top1_agreement", "tokens_per_s",
+                "kv_bytes_peak"):
         assert key in rows[0]
+    for row in rows:  # one problem, one sample: every estimate is 0 or 1 with no spread
+        assert row["accuracy_flex"] in (0.0, 1.0) and row["accuracy_flex_se"] == 0.0
+        assert row["pass_at_k_flex"] == {"1": row["accuracy_flex"]}
     assert rows[1]["kl_mean"] is not None
     csv_text = (tmp_path / "table.csv").read_text()
-    assert csv_text.splitlines()[0].startswith("task,method,budget,accuracy")
+    assert csv_text.splitlines()[0].startswith("task,method,budget,accuracy,accuracy_se,accuracy_flex,accuracy_flex_se")
     assert len(csv_text.splitlines()) == 3
     # A second identical run finds everything stored: no new samples, the same table.
     again = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets",
                      "32", "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db, "--json")
     assert json.loads(again.stdout) == rows
+    table = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets",
+                     "32", "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db)
+    assert "acc % ± SE" in table.stdout and "flex acc % ± SE" in table.stdout
+
+    # Samples stored without the flexible verdict (as before migration 0002) get it from `vase regrade`.
+    store = open_store(db, cached=False)
+    samples = store.list_samples()
+    for s in samples:
+        store.update_sample_grade(s["id"], correct_flex=None, extracted_flex=None, flex_rule=None)
+    assert all(r["accuracy_flex"] is None for r in store.results())
+    store.close()
+    regraded = vase_cli("regrade", "--all", "--db", db, "--json")
+    assert regraded.returncode == 0, regraded.stderr
+    payload = json.loads(regraded.stdout)
+    assert payload["report"]["samples"] == len(samples) == 2 and payload["report"]["strict_changed"] == 0
+    assert payload["report"]["flex_changed"] == sum(s["flex_rule"] is not None for s in samples)
+    assert [r["accuracy_flex"] for r in payload["rows"]] == [r["accuracy_flex"] for r in rows]
+    printed = vase_cli("regrade", "--run", str(rows[0]["run_id"]), "--db", db)
+    assert printed.returncode == 0 and "flex acc % ± SE" in printed.stdout and "re-graded 1 samples" in printed.stderr
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [([], "--job, --run or --all"), (["--all", "--run", "1"], "--all"), (["--job", "nope"], "--job"),
+     (["--run", "99"], "--run")],
+)
+def test_cli_regrade_bad_input_exits_2(args, name, tmp_path):
+    out = vase_cli("regrade", *args, "--db", f"sqlite:///{tmp_path / 'store.sqlite'}")
+    assert out.returncode == 2 and name in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,35 @@ def test_converted_cache_is_complete(smollm2):
 
 
 @pytest.mark.slow
+def test_tokenizer_alone_converts_no_weights(smollm2, tmp_path, monkeypatch):
+    """On a machine without the converted model, the tokenizer is read from the GGUF metadata
+    into its own folder, and it is the converted model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from vase.models import EMBEDDED_CACHE_NAME, EMBEDDED_TOKENIZER_CACHE_NAME, embedded_tokenizer_dir
+
+    converted = embedded_tokenizer_dir()
+    assert converted == embedded_cache_dir()  # the converted model's folder is used when it exists
+    monkeypatch.setenv("VASE_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        folder = embedded_tokenizer_dir()
+        assert folder == tmp_path / "models" / EMBEDDED_TOKENIZER_CACHE_NAME
+        assert (folder / "tokenizer.json").is_file() and (folder / "vase-cache.json").is_file()
+        assert not (tmp_path / "models" / EMBEDDED_CACHE_NAME).exists()
+        assert not list(folder.parent.glob("*.safetensors")) and not list(folder.glob("*.safetensors"))
+        alone, reference = AutoTokenizer.from_pretrained(folder), smollm2[1]
+        text = "<|im_start|>user\nThe code of Chen is 4371. What is 17 × 3?<|im_end|>\n"
+        assert alone(text).input_ids == reference(text).input_ids
+        assert alone.chat_template == reference.chat_template and alone.eos_token == reference.eos_token
+        started = time.perf_counter()
+        assert embedded_tokenizer_dir() == folder  # cached: read once per machine
+        assert time.perf_counter() - started < 0.5
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.slow
 def test_greedy_generate_gives_text(smollm2):
     model, tokenizer = smollm2
     inputs = tokenizer.apply_chat_template(

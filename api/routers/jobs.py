@@ -138,7 +138,8 @@ def _result_rows(store: Store, job_id: str) -> list[ResultRow]:
         flat = dict(flat)
         flat["method_name"] = row["method"]
         flat["params"] = row.get("params") or {}
-        flat["pass_at_k"] = {str(k): v for k, v in (flat.get("pass_at_k") or {}).items()}
+        for curve in ("pass_at_k", "pass_at_k_flex"):
+            flat[curve] = {str(k): v for k, v in (flat.get(curve) or {}).items()}
         out.append(ResultRow(**{k: flat.get(k) for k in RESULT_FIELDS if k in flat}))
     return out
 
@@ -147,7 +148,8 @@ def _result_rows(store: Store, job_id: str) -> list[ResultRow]:
     "/jobs/{job_id}/results", response_model=ResultsOut, summary="The comparison table",
     responses={**errors(401, 404, 422, 503),
                200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                     "description": "One row per run (method x budget): accuracy ± SE, pass@k, loop rate, "
+                     "description": "One row per run (method x budget): accuracy ± SE and pass@k, strict "
+                                    "and flexible (`accuracy_flex`), loop rate, "
                                     "KL and top-1 agreement (fidelity), speed, KV memory, evictions."}},
     description="Partial while the job runs (`complete` is false). `?format=csv` returns CSV.",
 )
@@ -196,7 +198,7 @@ def job_samples(
         items.append(SampleSummary(
             id=s["id"], run_id=s["run_id"], method=run.get("method"), budget=run.get("budget"),
             problem_id=s["problem_id"], sample_index=s["sample_index"], correct=s.get("correct"),
-            grade_status=s.get("grade_status"), new_tokens=s.get("new_tokens"), truncated=s.get("truncated"),
+            correct_flex=s.get("correct_flex"), grade_status=s.get("grade_status"), new_tokens=s.get("new_tokens"), truncated=s.get("truncated"),
             loop_detected=s.get("loop_detected"), kl_mean=s.get("kl_mean"), top1_agreement=s.get("top1_agreement"),
             trace_level=(s.get("trace") or {}).get("level"),
         ))

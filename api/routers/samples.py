@@ -46,7 +46,9 @@ def get_sample(sample_id: SampleId, _reader: str | None = Depends(deps.require_r
         eviction_seed=s.get("eviction_seed"), prompt=s.get("prompt"), output=s.get("output"),
         thinking=s.get("thinking"), answer_text=s.get("answer_text"),
         verdict={"correct": s.get("correct"), "status": s.get("grade_status"), "reason": s.get("grade_reason"),
-                 "extracted": s.get("extracted"), "answer": None if gold is None else str(gold)},
+                 "extracted": s.get("extracted"), "answer": None if gold is None else str(gold),
+                 "correct_flex": s.get("correct_flex"), "extracted_flex": s.get("extracted_flex"),
+                 "flex_rule": s.get("flex_rule")},
         loop={"detected": s.get("loop_detected"), "start": s.get("loop_start"), "span": s.get("loop_span")},
         metrics=metrics, trace=s.get("trace"), created_at=s.get("created_at"),
     )

@@ -48,6 +48,7 @@ from .explorer_views import (
     trace_info,
 )
 from .queries import (
+    GRADINGS,
     RESULT_COLUMNS,
     SAMPLE_COLUMNS,
     filter_results,
@@ -78,6 +79,7 @@ from .sample_views import (
 )
 
 __all__ = [
+    "GRADINGS",
     "HEATMAP_POSITIONS",
     "HEATMAP_STEPS",
     "HISTOGRAM_COLUMNS",

@@ -80,6 +80,8 @@ RESULT_COLUMNS = [
     "budget",
     "accuracy",
     "accuracy_se",
+    "accuracy_flex",
+    "accuracy_flex_se",
     "loop_rate",
     "kl_mean",
     "top1_agreement",
@@ -92,6 +94,7 @@ RESULT_COLUMNS = [
     "evictions",
     "sparsity",
     "pass_at_k",
+    "pass_at_k_flex",
     "residual",
     "source",
     "method_name",
@@ -103,13 +106,21 @@ RESULT_COLUMNS = [
 ]
 
 
+#: The two gradings (lm-evaluation-harness's strict-match and flexible-extract): each one's accuracy
+#: and standard-error columns in ``results()``.
+GRADINGS = {"strict": ("accuracy", "accuracy_se"), "flexible": ("accuracy_flex", "accuracy_flex_se")}
+
+
+def _pass_at_k_text(pak: dict[str, float] | None) -> str:
+    return ", ".join(f"@{k}: {100 * v:.1f}" for k, v in sorted((pak or {}).items(), key=lambda kv: int(kv[0])))
+
+
 @query_cache(ttl=10, max_entries=64)
 def _results(url: str, job_id: str | None) -> pd.DataFrame:
     s = store(url)
     rows = query(s.results, job_id=job_id)
     out = []
     for r in rows:
-        pak = r.get("pass_at_k") or {}
         out.append(
             {
                 "task": r["task"],
@@ -118,6 +129,9 @@ def _results(url: str, job_id: str | None) -> pd.DataFrame:
                 "budget": r["budget"],
                 "accuracy": percent(r["accuracy"]),
                 "accuracy_se": percent(r["accuracy_se"]),
+                # runs stored before flexible grading existed have none until they are re-graded
+                "accuracy_flex": percent(r.get("accuracy_flex")),
+                "accuracy_flex_se": percent(r.get("accuracy_flex_se")),
                 "loop_rate": percent(r["loop_rate"]),
                 "kl_mean": r["kl_mean"],
                 "top1_agreement": percent(r["top1_agreement"]),
@@ -129,9 +143,8 @@ def _results(url: str, job_id: str | None) -> pd.DataFrame:
                 "mean_new_tokens": r["mean_new_tokens"],
                 "evictions": r["evictions"],
                 "sparsity": r["sparsity"],
-                "pass_at_k": ", ".join(
-                    f"@{k}: {100 * v:.1f}" for k, v in sorted(pak.items(), key=lambda kv: int(kv[0]))
-                ),
+                "pass_at_k": _pass_at_k_text(r.get("pass_at_k")),
+                "pass_at_k_flex": _pass_at_k_text(r.get("pass_at_k_flex")),
                 "residual": r["residual"],
                 "source": source_label(r.get("job_id")),
                 "method_name": r["method"],
@@ -152,7 +165,7 @@ def _results(url: str, job_id: str | None) -> pd.DataFrame:
 def results(job_id: str | None = None) -> pd.DataFrame:
     """One row per stored run (method x budget x task x model), columns ``RESULT_COLUMNS``.
 
-    Rates (accuracy, its standard error, loop rate, top-1 agreement, truncation) are in percent;
+    Rates (strict and flexible accuracy with their standard errors (``GRADINGS``), loop rate, top-1 agreement, truncation) are in percent;
     ``kv_mib`` is the peak KV-cache memory in MiB; ``budget`` is empty (<NA>) for the full cache.
     ``method`` is the label (parameters that differ from the defaults after a colon)."""
     return _results(database_url(), job_id)
@@ -278,8 +291,10 @@ SAMPLE_COLUMNS = [
     "problem_id",
     "sample_index",
     "correct",
+    "correct_flex",
     "grade_status",
     "extracted",
+    "extracted_flex",
     "answer",
     "new_tokens",
     "truncated",
@@ -313,8 +328,10 @@ def _samples(
                     "problem_id": smp["problem_id"],
                     "sample_index": smp["sample_index"],
                     "correct": smp["correct"],
+                    "correct_flex": smp.get("correct_flex"),
                     "grade_status": smp["grade_status"],
                     "extracted": smp["extracted"],
+                    "extracted_flex": smp.get("extracted_flex"),
                     "answer": None if metrics.get("answer") is None else str(metrics["answer"]),
                     "new_tokens": smp["new_tokens"],
                     "truncated": smp["truncated"],

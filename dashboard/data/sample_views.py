@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from vase.config import get_settings
+from vase.config import EMBEDDED_MODEL
 from vase.methods import method_label
 
 from .base import NotFound, database_url, log, query, query_cache, store
@@ -115,16 +115,14 @@ class TokenTexts:
 
 
 def _tokenizer_file(model_id: str) -> Path | None:
-    if model_id.startswith("embedded:"):
-        path = get_settings().models_dir / model_id.split(":", 1)[1] / "tokenizer.json"
-        if not path.exists():
-            try:  # the first use on this machine converts the embedded model (about 20 s)
-                from vase.models import ensure_embedded_cache
+    if model_id == EMBEDDED_MODEL:
+        try:  # the tokenizer alone: the first use on a machine reads it from the GGUF file, no weights
+            from vase.models import embedded_tokenizer_dir
 
-                ensure_embedded_cache()
-            except Exception as error:  # pragma: no cover
-                log.warning("embedded tokenizer unavailable: %s", error)
-        return path if path.exists() else None
+            return embedded_tokenizer_dir() / "tokenizer.json"
+        except Exception as error:  # pragma: no cover - the package is part of the install
+            log.warning("embedded tokenizer unavailable: %s", error)
+            return None
     local = Path(model_id).expanduser()
     if (local / "tokenizer.json").exists():
         return local / "tokenizer.json"
@@ -199,6 +197,9 @@ class SampleView:
     loop_char: int | None  # character offset of the loop in ``output`` (approximate, from token text)
     reference: dict[str, Any] | None  # the full-cache sample (output, tokens, id) when there is one
     divergence_char: int | None  # where the output leaves the full-cache output (characters)
+    identical: bool | None = None  # whether the output's text equals the full-cache output's (None: no reference)
+    divergence: int | None = None  # first generated token where the outputs differ (None: identical or unknown)
+    reference_char: int | None = None  # where the full-cache output leaves this one (characters)
     kl_per_token: list[float] = field(default_factory=list)
     reference_tokens: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -218,17 +219,18 @@ def sample_view(sample_id: int) -> SampleView:
     if loop_start is not None and gen:
         loop_char = char_offset(output, gen, int(loop_start))
     ref = None
-    divergence_char = None
     ref_tokens: list[str] = []
+    agreement = Agreement(None, None, None, None)
     ref_id = reference_sample_id(sample_id)
     if ref_id is not None:
         r = sample(ref_id)
         ref = {"id": ref_id, "output": r.get("output") or "", "tokens": (r.get("metrics") or {}).get("tokens") or []}
         ref_texts = token_texts(ref_id)
         ref_tokens = ref_texts.generated if ref_texts.available else []
-        fd = smp.get("first_divergence")
-        if fd is not None and gen:
-            divergence_char = char_offset(output, gen, int(fd))
+        agreement = agreement_with_reference(
+            output, metrics.get("tokens") or [], gen, ref["output"], ref["tokens"], ref_tokens,
+            smp.get("first_divergence"),
+        )
     return SampleView(
         sample=smp,
         run=run,
@@ -237,11 +239,53 @@ def sample_view(sample_id: int) -> SampleView:
         loop_start=None if loop_start is None else int(loop_start),
         loop_char=loop_char,
         reference=ref,
-        divergence_char=divergence_char,
+        divergence_char=agreement.output_char,
+        identical=agreement.identical,
+        divergence=agreement.token,
+        reference_char=agreement.reference_char,
         kl_per_token=[float(x) for x in metrics.get("kl_per_token") or []],
         reference_tokens=ref_tokens,
         notes=notes,
     )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How an output compares with the full-cache output of the same prompt."""
+
+    identical: bool | None  # the two texts are equal
+    token: int | None  # first generated token where they differ (None when identical or unknown)
+    output_char: int | None  # where the output leaves the reference (characters of the output)
+    reference_char: int | None  # the same point in the reference's characters
+
+
+def agreement_with_reference(
+    output: str,
+    output_ids: list[int],
+    output_tokens: list[str],
+    reference: str,
+    reference_ids: list[int],
+    reference_tokens: list[str],
+    stored_divergence: int | None,
+) -> Agreement:
+    """Where ``output`` leaves ``reference``. Identity is decided on the texts themselves: the
+    stored ``first_divergence`` exists only for runs benched with fidelity (None otherwise, and
+    None when one output is a prefix of the other), so it cannot say the texts are equal. The
+    divergent token is the stored one, else found from both outputs' stored token ids."""
+    if output == reference:
+        return Agreement(True, None, None, None)
+    token = stored_divergence
+    if token is None and output_ids and reference_ids:
+        token = next((i for i, (a, b) in enumerate(zip(output_ids, reference_ids)) if a != b), None)
+        if token is None:  # one token list is a prefix of the other
+            token = min(len(output_ids), len(reference_ids))
+    if token is not None and output_tokens and reference_tokens:
+        return Agreement(
+            False, int(token), char_offset(output, output_tokens, int(token)),
+            char_offset(reference, reference_tokens, int(token)),
+        )
+    common = next((i for i, (a, b) in enumerate(zip(output, reference)) if a != b), min(len(output), len(reference)))
+    return Agreement(False, None if token is None else int(token), common, common)
 
 
 def char_offset(output: str, token_texts_: list[str], index: int) -> int:

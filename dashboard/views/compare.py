@@ -8,8 +8,14 @@ from dashboard import charts, data, ui
 
 st.title("Compare methods")
 st.caption(
-    "Accuracy (pass@1 ± standard error over problems), repetition loops, fidelity to the full cache, "
-    "speed and KV memory for every method × budget × task in the results database."
+    "Accuracy (pass@1 ± standard error over problems, graded strictly or flexibly), repetition loops, "
+    "fidelity to the full cache, speed and KV memory for every method × budget × task in the results database."
+)
+GRADING_HELP = (
+    "**strict**: the task's required answer format (a `\\boxed{}` answer); **flexible**: the final answer "
+    "span when that format is missing (math: the last `\\boxed{}`, else \"the answer is …\", a trailing "
+    "\"= …\", the last number; multiple choice: the last standalone letter; code: as strict), like "
+    "lm-evaluation-harness's flexible-extract. The rules: `vase/grading/flexible.py`."
 )
 
 
@@ -66,6 +72,38 @@ def _page() -> None:
         ui.empty("No run matches these filters: widen them.")
         return
 
+    # -- what to plot ----------------------------------------------------------------------------
+    has_flex = bool(shown["accuracy_flex"].notna().any())
+    if "compare_grading" not in st.session_state:
+        st.session_state["compare_grading"] = "flexible" if has_flex else "strict"
+    g1, g2 = st.columns([1, 3])
+    grading = g1.segmented_control(
+        "Grading", list(data.GRADINGS), key="compare_grading", help=GRADING_HELP
+    ) or "strict"
+    accuracy, se = data.GRADINGS[grading]
+    plot_tasks = sorted(shown["task"].unique())
+    task = g2.selectbox("Task to plot", plot_tasks, key="compare_plot_task") if len(plot_tasks) > 1 else plot_tasks[0]
+    at_task = shown[shown["task"] == task]
+    if not at_task[accuracy].notna().any():
+        ui.empty(
+            f"No {grading} accuracy is stored for these runs"
+            + (
+                ": they were stored before flexible grading; `vase regrade --all` (or `--run ID`) grades them again."
+                if grading == "flexible"
+                else "."
+            )
+        )
+    elif at_task["kv_mib"].notna().any():
+        st.plotly_chart(
+            charts.accuracy_vs_memory(at_task, task, accuracy, se, grading), key="compare_acc_memory"
+        )
+        st.caption(
+            "Each point is one method at one budget (★ the full cache); bars are ± one standard error over "
+            "problems. Up and to the left is better: as accurate as the full cache in less memory."
+        )
+    else:
+        ui.empty("No KV-memory measurements for these runs.")
+
     # -- the table -----------------------------------------------------------------------------
     st.subheader("Method × budget × task", divider="gray")
     table = shown.copy()
@@ -92,10 +130,7 @@ def _page() -> None:
         st.caption("Select a row to open its samples.")
 
     # -- the plots -----------------------------------------------------------------------------
-    st.subheader("Accuracy vs budget and memory", divider="gray")
-    plot_tasks = sorted(shown["task"].unique())
-    task = st.selectbox("Task to plot", plot_tasks, key="compare_plot_task") if len(plot_tasks) > 1 else plot_tasks[0]
-    at_task = shown[shown["task"] == task]
+    st.subheader("Accuracy, loops and fidelity vs budget", divider="gray")
     overlay = st.toggle(
         "Overlay the paper's published figures",
         key="compare_overlay",
@@ -123,17 +158,12 @@ def _page() -> None:
             st.caption(f"Showing the paper's {pm} / {pt} figures (dotted, ◇) beside {model} / {task}.")
         else:
             st.caption(f"Dotted lines (◇): the paper's {p_model} / {p_task} figures. {data.paper_source()}")
-    left, right = st.columns(2)
-    with left:
-        if at_task["budget"].notna().any() or (paper is not None and not paper.empty):
-            st.plotly_chart(charts.accuracy_vs_budget(at_task, paper, task), key="compare_acc_budget")
-        else:
-            ui.empty("Only the full cache ran on this task: there is no budget axis to plot.")
-    with right:
-        if at_task["kv_mib"].notna().any():
-            st.plotly_chart(charts.accuracy_vs_memory(at_task, task), key="compare_acc_memory")
-        else:
-            ui.empty("No KV-memory measurements for these runs.")
+    if at_task["budget"].notna().any() or (paper is not None and not paper.empty):
+        st.plotly_chart(
+            charts.accuracy_vs_budget(at_task, paper, task, accuracy, se, grading), key="compare_acc_budget"
+        )
+    else:
+        ui.empty("Only the full cache ran on this task: there is no budget axis to plot.")
     if at_task["budget"].notna().any():
         l2, r2 = st.columns(2)
         with l2:

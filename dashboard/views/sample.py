@@ -62,7 +62,9 @@ def _pick_sample() -> int | None:
 
     with st.expander(f"Samples of this run ({len(frame)})", expanded=len(frame) > 1):
         st.dataframe(
-            frame.assign(verdict=[data.verdict_symbol(c) for c in frame["correct"]]),
+            frame.assign(
+                **{shown: [data.verdict_symbol(c) for c in frame[column]] for column, shown in ui.SAMPLE_VERDICTS.items()}
+            ),
             hide_index=True,
             width="stretch",
             key="sample_table",
@@ -71,6 +73,10 @@ def _pick_sample() -> int | None:
             column_order=ui.SAMPLE_TABLE,
             column_config={
                 "sample_id": "id",
+                "verdict": st.column_config.TextColumn("strict", help="The strict verdict: ✓ correct, ✗ wrong."),
+                "flexible": st.column_config.TextColumn("flexible", help="The flexible verdict: ✓ correct, ✗ wrong."),
+                "extracted": "answered (strict)",
+                "extracted_flex": "answered (flexible)",
                 "sample_index": "index",
                 "loop_detected": "loop",
                 "kl_mean": st.column_config.NumberColumn("KL", format="%.4f"),
@@ -88,11 +94,11 @@ def _verdict(smp: dict) -> None:
     answer = (smp.get("metrics") or {}).get("answer")
     got = smp.get("extracted")
     if smp.get("correct") is True:
-        st.success(f"**Correct** — answered {got!s}, expected {answer!s}.", icon=":material/check_circle:")
+        st.success(f"**Correct** (strict) — answered {got!s}, expected {answer!s}.", icon=":material/check_circle:")
     elif smp.get("correct") is False:
         why = smp.get("grade_reason") or ""
         st.error(
-            f"**Wrong** — answered {got if got is not None else 'nothing'}, expected {answer!s}"
+            f"**Wrong** (strict) — answered {got if got is not None else 'nothing'}, expected {answer!s}"
             + (f" ({why})." if why else "."),
             icon=":material/cancel:",
         )
@@ -100,6 +106,17 @@ def _verdict(smp: dict) -> None:
         st.warning(
             f"**Not graded** ({smp.get('grade_status') or 'unknown'}): {smp.get('grade_reason') or ''}",
             icon=":material/help:",
+        )
+    flex = smp.get("correct_flex")
+    if flex is None:
+        st.caption("No flexible verdict is stored for this sample (stored before flexible grading: `vase regrade`).")
+    else:
+        got_flex = smp.get("extracted_flex")
+        st.markdown(
+            f"**Flexible grading:** {'correct' if flex else 'wrong'} — answered "
+            f"{got_flex if got_flex is not None else 'nothing'}"
+            + (f" (rule: {smp['flex_rule']})" if smp.get("flex_rule") else "")
+            + f", expected {answer!s}."
         )
 
 
@@ -160,19 +177,20 @@ def _show(sample_id: int) -> None:
     output = smp.get("output") or ""
     thinking = smp.get("thinking")
     start = output.find(thinking) if thinking else -1
-    if thinking and start >= 0:
-        end = start + len(thinking)
-        loop_in_thinking = view.loop_char is not None and view.loop_char < end
-        label = f"Thinking ({len(thinking):,} characters)" + (" · contains the loop" if loop_in_thinking else "")
-        if output[:start].strip():
-            st.markdown(ui.text_box(_segments(output[:start], 0, view), height=160), unsafe_allow_html=True)
-        with st.expander(label, expanded=False, icon=":material/psychology:"):
-            st.markdown(ui.text_box(_segments(thinking, start, view), height=520), unsafe_allow_html=True)
-        st.markdown("**Answer**")
-        st.markdown(ui.text_box(_segments(output[end:], end, view), height=360), unsafe_allow_html=True)
-    else:
-        st.markdown("**Output**" + ("" if thinking is None else " (no separate thinking block)"))
-        st.markdown(ui.text_box(_segments(output, 0, view), height=420), unsafe_allow_html=True)
+    with st.container(key="sample_output"):  # the output as the page shows it (browser checks find it by key)
+        if thinking and start >= 0:
+            end = start + len(thinking)
+            loop_in_thinking = view.loop_char is not None and view.loop_char < end
+            label = f"Thinking ({len(thinking):,} characters)" + (" · contains the loop" if loop_in_thinking else "")
+            if output[:start].strip():
+                st.markdown(ui.text_box(_segments(output[:start], 0, view), height=160), unsafe_allow_html=True)
+            with st.expander(label, expanded=False, icon=":material/psychology:"):
+                st.markdown(ui.text_box(_segments(thinking, start, view), height=520), unsafe_allow_html=True)
+            st.markdown("**Answer**")
+            st.markdown(ui.text_box(_segments(output[end:], end, view), height=360), unsafe_allow_html=True)
+        else:
+            st.markdown("**Output**" + ("" if thinking is None else " (no separate thinking block)"))
+            st.markdown(ui.text_box(_segments(output, 0, view), height=420), unsafe_allow_html=True)
     if view.loop_char is not None:
         st.caption(
             f'<mark style="background:{LOOP_BG}">highlighted</mark>: the detected repetition loop.',
@@ -189,12 +207,19 @@ def _show(sample_id: int) -> None:
             "with. Bench with `--fidelity` (it runs the full cache first)."
         )
     else:
-        fd = smp.get("first_divergence")
-        if fd is None:
-            st.success("The output is identical to the full-cache output.")
-        else:
+        fd = view.divergence
+        if view.identical:
+            st.success("The output is identical to the full-cache output.", icon=":material/check:")
+        elif fd is not None:
             st.caption(
                 f"The outputs agree on the first {fd} generated tokens, then diverge "
+                f'(<mark style="background:{DIVERGE_BG}">highlighted from there</mark>).',
+                unsafe_allow_html=True,
+            )
+        else:
+            st.caption(
+                "The outputs differ; their texts agree on the first "
+                f"{view.divergence_char:,} characters "
                 f'(<mark style="background:{DIVERGE_BG}">highlighted from there</mark>).',
                 unsafe_allow_html=True,
             )
@@ -207,11 +232,11 @@ def _show(sample_id: int) -> None:
             )
         with right:
             ref_out = view.reference["output"]
-            ref_char = None
-            if fd is not None and view.reference_tokens:
-                ref_char = data.char_offset(ref_out, view.reference_tokens, int(fd))
             st.markdown(f"**Full-cache output** (sample #{view.reference['id']})")
-            st.markdown(ui.text_box(ui.highlighted(ref_out, ref_char, DIVERGE_BG), height=300), unsafe_allow_html=True)
+            st.markdown(
+                ui.text_box(ui.highlighted(ref_out, view.reference_char, DIVERGE_BG), height=300),
+                unsafe_allow_html=True,
+            )
         if view.kl_per_token:
             st.plotly_chart(charts.kl_per_token(view.kl_per_token, view.reference_tokens, fd), key="sample_kl")
             st.caption(

@@ -69,6 +69,9 @@ def test_single_command_serves_and_runs_jobs(tmp_path):
         result = json.loads(out.stdout)
         assert result["job"]["status"] == "succeeded" and result["job"]["progress"]["done"] == 2
         assert {r["method"] for r in result["results"]} == {"full", "streamingllm"}
+        for row in result["results"]:  # strict and flexible grading, side by side
+            assert row["accuracy"] in (0.0, 1.0) and row["accuracy_flex"] in (0.0, 1.0)
+            assert row["accuracy_flex_se"] == 0.0 and row["pass_at_k_flex"] == {"1": row["accuracy_flex"]}
 
         # the job the dead server left behind ran too
         deadline = time.monotonic() + 120

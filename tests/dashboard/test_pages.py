@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 
 from .conftest import errors_of
@@ -17,6 +19,13 @@ def _texts(at, kind: str) -> list[str]:
 
 def _title(chart) -> str:
     return json.loads(chart.proto.spec)["layout"]["title"]["text"]
+
+
+def _values(array) -> list[float]:
+    """A Plotly JSON array: a list, or numbers packed as a typed array ({"dtype", "bdata"})."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
 
 
 def _charts(at) -> int:
@@ -43,8 +52,33 @@ def test_compare_table_filters_and_plots(seeded_app):
     assert {"accuracy", "accuracy_se", "loop_rate", "kl_mean", "top1_agreement", "tokens_per_s", "kv_mib"} <= set(
         table.columns
     )
+    assert {"accuracy_flex", "accuracy_flex_se", "pass_at_k_flex"} <= set(table.columns)
+    assert table["accuracy_flex"].notna().all()  # the bench stored both verdicts
     assert len(at.get("download_button")) == 2
-    assert _charts(at) == 4  # accuracy vs budget, vs memory, loops, KL
+    assert _charts(at) == 4  # accuracy vs memory (the top chart), vs budget, loops, KL
+    assert _title(at.get("plotly_chart")[0]) == "Accuracy (flexible) vs KV memory · arith-chain"
+
+    # the top chart: one point per method and budget at its peak KV memory, with its flexible
+    # accuracy and standard error, labelled
+    top = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    points = {t["name"]: t for t in top if t.get("mode") != "text"}
+    assert sorted(points) == sorted(table["method"])
+    for _, row in table.iterrows():
+        trace = points[row["method"]]
+        assert _values(trace["x"]) == [pytest.approx(row["kv_mib"])]
+        assert _values(trace["y"]) == [pytest.approx(row["accuracy_flex"])]
+        assert _values(trace["error_y"]["array"]) == [pytest.approx(row["accuracy_flex_se"])]
+    labels = " ".join(next(t for t in top if t.get("mode") == "text")["text"])
+    assert "full" in labels and "snapkv · 32" in labels and "vase:n_large=8 · 32" in labels
+
+    # strict grading: the same charts on the strict columns
+    at.button_group(key="compare_grading").set_value("strict").run()
+    assert _title(at.get("plotly_chart")[0]) == "Accuracy (strict) vs KV memory · arith-chain"
+    assert _title(at.get("plotly_chart")[1]) == "Accuracy (strict) vs budget · arith-chain"
+    strict = {t["name"]: t for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"] if t.get("mode") != "text"}
+    for _, row in table.iterrows():
+        assert _values(strict[row["method"]]["y"]) == [pytest.approx(row["accuracy"])]
+        assert _values(strict[row["method"]]["error_y"]["array"]) == [pytest.approx(row["accuracy_se"])]
 
     at.button_group(key="compare_methods").set_value(["snapkv"]).run()
     assert list(at.dataframe(key="compare_table").value["method"]) == ["snapkv"]

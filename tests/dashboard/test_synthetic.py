@@ -75,7 +75,8 @@ def test_paper_overlay_matches_the_model_and_task(qwen_url, dash_env, app_test):
     captions = " ".join(str(c.value) for c in at.caption)
     assert "the paper's Qwen3-4B / AIME25 figures" in captions
     assert not any("publishes no figures" in str(i.value) for i in at.info)
-    names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    by_budget = next(c for c in at.get("plotly_chart") if c.key == "compare_acc_budget")  # the overlaid chart
+    names = {t.get("name") for t in json.loads(by_budget.proto.spec)["data"]}
     assert {"paper · vase", "paper · snapkv", "paper · vase-dkv", "vase"} <= names
 
 

@@ -76,7 +76,7 @@ def test_extract_code():
 )
 def test_math_equivalences(gold, pred):
     v = grade(math_problem(gold), f"<think>work</think>So the answer is $\\boxed{{{pred}}}$.")
-    assert v == Verdict(True, pred, "graded", None), v
+    assert v == Verdict(True, pred, "graded", None, correct_flex=True, extracted_flex=pred, flex_rule="boxed"), v
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_math_malformed_outputs_are_wrong_not_errors(output, reason):
 
 def test_unclosed_thinking_is_wrong():
     v = grade(math_problem("5"), "<think>let me think... \\boxed{5} hmm, wait")
-    assert v == Verdict(False, None, "unclosed_thinking", v.reason) and v.reason
+    assert v == Verdict(False, None, "unclosed_thinking", v.reason, correct_flex=False) and v.reason
     v = grade(math_problem("5"), "still thinking \\boxed{5}", opened_in_prompt=True)
     assert v.status == "unclosed_thinking" and v.correct is False
     assert grade(math_problem("5"), "done</think>\\boxed{5}", opened_in_prompt=True).correct is True

@@ -32,6 +32,7 @@ from vase.store.models import Base, utcnow
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES_BASE = "postgresql://postgres@127.0.0.1:5432"  # plain scheme on purpose: the store rewrites it
+HEAD_REVISION = "0002_flexible_grade"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,6 +135,46 @@ def _in_threads(n: int, fn):
 # migrations and connections
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fresh_url", BACKENDS, indirect=True)
+def test_flexible_grade_migration_keeps_stored_samples(fresh_url):
+    """0001 -> 0002 adds the flexible-verdict columns (NULL for samples stored before), which a
+    re-grade then fills; the downgrade drops them and keeps the samples."""
+    store = Store(fresh_url)
+    store.migrate("0001_initial")
+    engine = create_engine(store.url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO runs (scope, config_hash, task, method, model, params, generation, fidelity, "
+                          "trace_level, manifest, created_at) VALUES ('cli', 'h', 't', 'full', 'm', '{}', '{}', "
+                          "false, 'off', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO samples (run_id, problem_id, sample_index, output, correct, created_at) "
+                          "SELECT id, 'p', 0, 'The code of Chen is 4371.', false, CURRENT_TIMESTAMP FROM runs"))
+    store.migrate()
+    assert store.schema_revision() == HEAD_REVISION
+    (sample,) = store.list_samples()
+    assert sample["output"] == "The code of Chen is 4371." and sample["correct"] is False
+    assert (sample["correct_flex"], sample["extracted_flex"], sample["flex_rule"]) == (None, None, None)
+    assert store.update_sample_grade(sample["id"], correct_flex=True, extracted_flex="4371", flex_rule="last_number")
+    row = store.results()[0]
+    assert (row["accuracy"], row["accuracy_flex"], row["pass_at_k_flex"]) == (0.0, 1.0, {1: 1.0})
+
+    from alembic import command
+    from alembic.config import Config
+
+    here = REPO / "vase" / "store"
+    cfg = Config(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    store.close()
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001_initial")
+        conn.commit()
+    with engine.connect() as conn:
+        cols = list(conn.execute(text("SELECT * FROM samples")).keys())
+        assert "correct_flex" not in cols and "flex_rule" not in cols
+        assert conn.execute(text("SELECT output FROM samples")).scalar() == "The code of Chen is 4371."
+    engine.dispose()
+
+
+@pytest.mark.parametrize("fresh_url", BACKENDS, indirect=True)
 def test_migrations_create_the_models_schema(fresh_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -148,7 +189,7 @@ def test_migrations_create_the_models_schema(fresh_url):
     stores = [Store(fresh_url) for _ in range(3)]
     _in_threads(3, lambda i: stores[i].migrate())
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0001_initial"
+    assert store.schema_revision() == HEAD_REVISION
     engine = create_engine(store.url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
@@ -214,7 +255,7 @@ def test_postgres_uses_psycopg3(pg_store):
 def test_open_store(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'o.sqlite'}"
     a = open_store(url)
-    assert a is open_store(url) and a.schema_revision() == "0001_initial"
+    assert a is open_store(url) and a.schema_revision() == HEAD_REVISION
     assert open_store(url, cached=False) is not a
     from vase.config import get_settings
 
@@ -286,11 +327,15 @@ def test_update_grade_and_list_samples(store):
                             correct=None, grade_status="pending") for i in range(6)]
     assert store.update_sample_grade(ids[0], correct=True, grade_status="ok", extracted="42",
                                      metrics={"grader": "math-verify"})
-    assert store.update_sample_grade(ids[1], correct=False, grade_status="ok", grade_reason="mismatch")
+    assert store.update_sample_grade(ids[1], correct=False, grade_status="ok", grade_reason="mismatch",
+                                     correct_flex=True, extracted_flex="4371", flex_rule="last_number")
     assert not store.update_sample_grade(10**9, correct=True)
     s = store.get_sample(ids[0])
     assert s["correct"] is True and s["extracted"] == "42" and s["metrics"] == {"grader": "math-verify"}
-    assert store.get_sample(ids[1])["grade_reason"] == "mismatch"
+    s1 = store.get_sample(ids[1])
+    assert s1["grade_reason"] == "mismatch" and s1["correct"] is False
+    assert (s1["correct_flex"], s1["extracted_flex"], s1["flex_rule"]) == (True, "4371", "last_number")
+    assert (s["correct_flex"], s["extracted_flex"], s["flex_rule"]) == (None, None, None)
     rows = store.list_samples(job_id=job)
     assert [(r["problem_id"], r["sample_index"]) for r in rows] == [
         ("p0", 0), ("p0", 1), ("p0", 2), ("p1", 0), ("p1", 1), ("p1", 2)]

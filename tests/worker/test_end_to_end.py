@@ -61,6 +61,8 @@ def test_job_over_http_with_a_real_worker(procs, service_env, tmp_path):
     assert all(row["n_samples"] == 2 and row["n_problems"] == 2 for row in rows.values())
     assert rows["vase"]["kl_mean"] is not None and 0 <= rows["vase"]["top1_agreement"] <= 1
     assert rows["vase"]["evictions"] > 0 and rows["full"]["evictions"] == 0
+    for row in rows.values():  # strict and flexible grading, side by side
+        assert 0 <= row["accuracy_flex"] <= 1 and row["accuracy_flex_se"] >= 0 and "1" in row["pass_at_k_flex"]
     table = list(csv.DictReader(io.StringIO(http.get(f"/v1/jobs/{job_id}/results", params={"format": "csv"}).text)))
     assert {row["method"] for row in table} == {"full", "vase:n_large=4"}
 
@@ -72,6 +74,9 @@ def test_job_over_http_with_a_real_worker(procs, service_env, tmp_path):
     assert sample["job_id"] == job_id and sample["run"]["budget"] == 32
     assert "Start with" in sample["prompt"] and sample["output"]
     assert sample["verdict"]["answer"] and sample["verdict"]["status"]
+    assert {"correct_flex", "extracted_flex", "flex_rule"} <= set(sample["verdict"])
+    assert (sample["verdict"]["extracted_flex"] is None) is (sample["verdict"]["flex_rule"] is None)
+    assert "correct_flex" in vase_sample
     assert set(sample["loop"]) == {"detected", "start", "span"}
     assert sample["metrics"]["new_tokens"] > 0 and sample["metrics"]["evictions"] > 0
     assert sample["metrics"]["kl_mean"] is not None and sample["trace"]["level"] == "full"

@@ -2,6 +2,7 @@
 
 - :mod:`.catalog`: ``methods``, ``tasks``;
 - :mod:`.run`: ``generate``, ``bench`` (the library; the base install is enough);
+- :mod:`.regrade`: ``regrade`` (stored outputs graded again, strict and flexible);
 - :mod:`.service`: ``serve``, ``worker``, ``migrate`` (``serve`` needs the ``api`` extra, ``worker``
   the ``worker`` extra);
 - :mod:`.tokens`: ``token create|revoke|list``;
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from . import catalog, dashboard, run, service, submit, tokens
+from . import catalog, dashboard, regrade, run, service, submit, tokens
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="KV-cache eviction benchmarks (VaSE and baselines).")
 
@@ -23,6 +24,7 @@ app.command()(catalog.methods)
 app.command()(run.generate)
 app.command()(catalog.tasks)
 app.command()(run.bench)
+app.command()(regrade.regrade)
 app.command()(service.serve)
 app.command()(service.worker)
 app.command()(submit.submit)

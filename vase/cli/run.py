@@ -156,7 +156,8 @@ def bench(
     if as_json:
         emit_json(rows)
         return
-    _print_table(rows, spec)
+    print_table(rows, f"{spec.task}: {rows[0]['n_problems'] if rows else 0} problems x {spec.samples} samples, "
+                      f"residual {spec.residual}, max {spec.max_new_tokens} new tokens")
 
 
 def _export(rows: list[dict], path: str) -> None:
@@ -173,7 +174,8 @@ def _export(rows: list[dict], path: str) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
 
 
-def _print_table(rows: list[dict], spec) -> None:
+def print_table(rows: list[dict], title: str) -> None:
+    """The comparison table: strict and flexible accuracy side by side, each ± its standard error."""
     from rich.table import Table
 
     def pct(v):
@@ -182,15 +184,15 @@ def _print_table(rows: list[dict], spec) -> None:
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    table = Table(title=f"{spec.task}: {rows[0]['n_problems'] if rows else 0} problems x {spec.samples} samples, "
-                        f"residual {spec.residual}, max {spec.max_new_tokens} new tokens")
-    for column in ("method", "budget", "acc % ± SE", "loop %", "trunc %", "KL", "top-1 %", "tok/s", "KV MiB",
+    table = Table(title=title)
+    for column in ("method", "budget", "acc % ± SE", "flex acc % ± SE", "loop %", "trunc %", "KL", "top-1 %", "tok/s", "KV MiB",
                    "evictions", "kept/len"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in rows:
         table.add_row(
             r["method"], "-" if r["budget"] is None else str(r["budget"]),
-            f"{pct(r['accuracy'])} ± {pct(r['accuracy_se'])}", pct(r["loop_rate"]), pct(r["truncated_rate"]),
+            f"{pct(r['accuracy'])} ± {pct(r['accuracy_se'])}",
+            f"{pct(r['accuracy_flex'])} ± {pct(r['accuracy_flex_se'])}", pct(r["loop_rate"]), pct(r["truncated_rate"]),
             num(r["kl_mean"], ".4f"), pct(r["top1_agreement"]), num(r["tokens_per_s"], ".1f"),
             num(None if r["kv_bytes_peak"] is None else r["kv_bytes_peak"] / 2**20, ".2f"),
             num(r["evictions"], ".1f"), num(r["sparsity"], ".3f"),

@@ -53,8 +53,9 @@ def submit(
     else:
         typer.echo(f"job {job['id']}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ""))
         for row in rows:
-            acc = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
+            acc, flex = ("-" if row.get(k) is None else f"{100 * row[k]:.1f}%" for k in ("accuracy", "accuracy_flex"))
             budget = "-" if row["budget"] is None else row["budget"]
-            typer.echo(f"  {row['method']:40s} budget {budget!s:>6}  accuracy {acc:>7}  samples {row['n_samples']}")
+            typer.echo(f"  {row['method']:40s} budget {budget!s:>6}  accuracy {acc:>7}  flexible {flex:>7}  "
+                       f"samples {row['n_samples']}")
     if job["status"] != "succeeded":
         raise typer.Exit(code=1)

@@ -11,6 +11,10 @@ It never raises: a grader failure gives ``status="ungradable"`` with the reason.
 - choice: the chosen letter (:func:`vase.grading.extract.extract_choice`) against the gold letter.
 - code: the last ```python block run against the tests in the sandbox
   (:mod:`vase.grading.sandbox`, :mod:`vase.grading.code_grader`).
+
+Every verdict also carries the flexible score (``correct_flex``, ``extracted_flex``,
+``flex_rule``): the rules of :mod:`vase.grading.flexible` (boxed, then the answer phrase, a
+trailing "= ...", the last number; the last standalone letter for choices; code unchanged).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from vase.prompting import split_thinking
 
 from .code_grader import grade_code, run_tests, stdout_matches, values_match
 from .extract import Boxed, extract_choice, extract_code, last_boxed
+from .flexible import FlexAnswer, extract_choice_flex, extract_math_flex, numbers_equal
 from .math_grader import GraderFailure, GraderTimeout, check_math, shutdown_worker
 from .sandbox import SandboxError, SandboxLimits, SandboxResult, run_python, sandbox_info
 from .verdict import Verdict, VerdictStatus
@@ -59,20 +64,48 @@ def grade_math(problem: Any, answer_text: str, *, timeout: float | None = None,
                    {"method": check.method, "gold_parsed": check.gold_parsed, "pred_parsed": check.pred_parsed})
 
 
+def math_flex(problem: Any, answer_text: str, strict: Verdict, *, timeout: float | None = None,
+              backend: str | None = None) -> tuple[bool | None, FlexAnswer]:
+    """The flexible math verdict: a boxed answer keeps the strict verdict; any other extraction
+    is compared by numeric equality, else Math-Verify (None when it cannot decide)."""
+    found = extract_math_flex(answer_text)
+    if found.rule == "boxed":
+        return strict.correct, found
+    if found.text is None:
+        return False, found
+    gold = str(problem.answer)
+    if not gold.strip():
+        return None, found
+    same = numbers_equal(gold, found.text)
+    if same is not None:
+        return same, found
+    try:
+        check = check_math(gold, found.text, timeout=timeout, backend=backend)
+    except (GraderTimeout, GraderFailure):
+        return None, found
+    return (check.correct if check.gold_parsed else None), found
+
+
+def _gold_letter(problem: Any) -> str | None:
+    choices = problem.choices or []
+    gold = str(problem.answer).strip()
+    if len(gold) == 1 and gold.upper() in LETTERS:
+        return gold.upper()
+    return LETTERS[choices.index(gold)] if gold in choices else None
+
+
 def grade_choice(problem: Any, answer_text: str) -> Verdict:
     choices = problem.choices or []
     n = len(choices) or 4
-    gold = str(problem.answer).strip()
-    if not (len(gold) == 1 and gold.upper() in LETTERS):
-        if gold in choices:
-            gold = LETTERS[choices.index(gold)]
-        else:
-            return Verdict(None, None, "ungradable", f"gold answer {gold!r} is not a choice letter")
-    gold = gold.upper()
+    gold = _gold_letter(problem)
+    if gold is None:
+        return Verdict(None, None, "ungradable", f"gold answer {str(problem.answer).strip()!r} is not a choice letter")
     letter = extract_choice(answer_text, n_choices=n, choices=choices or None)
+    flex = extract_choice_flex(answer_text, n_choices=n, choices=choices or None)
+    flex_fields = {"correct_flex": flex.text == gold, "extracted_flex": flex.text, "flex_rule": flex.rule}
     if letter is None:
-        return Verdict(False, None, "graded", "no answer letter found")
-    return Verdict(letter == gold, letter, "graded", None if letter == gold else "wrong answer")
+        return Verdict(False, None, "graded", "no answer letter found", **flex_fields)
+    return Verdict(letter == gold, letter, "graded", None if letter == gold else "wrong answer", **flex_fields)
 
 
 def grade(problem: Any, output_text: str | None, *, opened_in_prompt: bool = False,
@@ -87,17 +120,28 @@ def grade(problem: Any, output_text: str | None, *, opened_in_prompt: bool = Fal
         text = output_text if isinstance(output_text, str) else ("" if output_text is None else str(output_text))
         _thinking, answer, closed = split_thinking(text, opened_in_prompt=opened_in_prompt)
         if not closed:
-            return Verdict(False, None, "unclosed_thinking", "the thinking block was never closed")
+            return Verdict(False, None, "unclosed_thinking", "the thinking block was never closed",
+                           correct_flex=False)
         kind = getattr(problem, "kind", "math")
         if kind == "math":
-            return grade_math(problem, answer, timeout=math_timeout, backend=math_backend)
+            verdict = grade_math(problem, answer, timeout=math_timeout, backend=math_backend)
+            try:
+                verdict.correct_flex, found = math_flex(problem, answer, verdict, timeout=math_timeout,
+                                                        backend=math_backend)
+                verdict.extracted_flex, verdict.flex_rule = found.text, found.rule
+            except Exception:  # noqa: BLE001 - a flexible-grader failure leaves the strict verdict
+                verdict.correct_flex = None
+            return verdict
         if kind == "choice":
             return grade_choice(problem, answer)
         if kind == "code":
             kwargs: dict[str, Any] = {"limits": code_limits}
             if code_total_seconds is not None:
                 kwargs["total_seconds"] = code_total_seconds
-            return grade_code(problem, answer, **kwargs)
+            verdict = grade_code(problem, answer, **kwargs)
+            verdict.correct_flex, verdict.extracted_flex, verdict.flex_rule = (
+                verdict.correct, verdict.extracted, "strict")
+            return verdict
         return Verdict(None, None, "ungradable", f"unknown problem kind {kind!r}")
     except Exception as exc:  # noqa: BLE001 - grading never raises
         return Verdict(None, None, "ungradable", f"{type(exc).__name__}: {exc}"[:500])
@@ -105,6 +149,7 @@ def grade(problem: Any, output_text: str | None, *, opened_in_prompt: bool = Fal
 
 __all__ = [
     "Boxed",
+    "FlexAnswer",
     "GraderFailure",
     "GraderTimeout",
     "SandboxError",
@@ -114,7 +159,9 @@ __all__ = [
     "VerdictStatus",
     "check_math",
     "extract_choice",
+    "extract_choice_flex",
     "extract_code",
+    "extract_math_flex",
     "grade",
     "grade_choice",
     "grade_code",

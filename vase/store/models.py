@@ -145,6 +145,10 @@ class Sample(Base):
     correct: Mapped[bool | None] = mapped_column(Boolean)
     grade_status: Mapped[str | None] = mapped_column(String(32))
     grade_reason: Mapped[str | None] = mapped_column(Text)
+    # The flexible verdict (vase.grading.flexible), beside the strict one above.
+    correct_flex: Mapped[bool | None] = mapped_column(Boolean)
+    extracted_flex: Mapped[str | None] = mapped_column(Text)
+    flex_rule: Mapped[str | None] = mapped_column(String(32))
     new_tokens: Mapped[int | None] = mapped_column(Integer)
     truncated: Mapped[bool | None] = mapped_column(Boolean)
     tokens_per_s: Mapped[float | None] = mapped_column(Float)

@@ -15,9 +15,18 @@ from .samples import SampleQueries
 RESULT_KEYS = (
     "run_id", "job_id", "scope", "task", "method", "params", "budget", "residual", "model", "generation",
     "fidelity", "trace_level", "config_hash", "n_problems", "n_samples", "n_graded", "accuracy", "accuracy_se",
-    "pass_at_k", "loop_rate", "truncated_rate", "mean_new_tokens", "kl_mean", "top1_agreement", "tokens_per_s",
+    "pass_at_k", "accuracy_flex", "accuracy_flex_se", "pass_at_k_flex", "loop_rate", "truncated_rate", "mean_new_tokens", "kl_mean", "top1_agreement", "tokens_per_s",
     "kv_bytes_peak", "evictions", "sparsity",
 )
+
+
+def _estimates(counts: list[tuple[int, int]]) -> tuple[float | None, float | None, dict[int, float]]:
+    """(mean pass@1, its standard error, the pass@k curve) of per-problem (graded, correct)
+    counts; (None, None, {}) when nothing is graded yet."""
+    if not counts:
+        return None, None, {}
+    accuracy, se = mean_pass_at_1_of_counts(counts)
+    return accuracy, se, pass_at_k_curve(counts)
 
 
 class ResultQueries(SampleQueries):
@@ -29,8 +38,9 @@ class ResultQueries(SampleQueries):
         accuracy = mean over problems of the fraction of graded samples that are correct (mean
         pass@1); accuracy_se = sample std (ddof 1) of those per-problem fractions / sqrt(problems),
         0 for one problem. pass_at_k maps k (1, 2, 4, ... and the fewest graded samples any
-        problem has) to the mean unbiased pass@k. Rates and means skip NULLs; kv_bytes_peak is
-        the max.
+        problem has) to the mean unbiased pass@k. accuracy_flex, accuracy_flex_se and
+        pass_at_k_flex are the same estimates over the flexible verdicts (``correct_flex``).
+        Rates and means skip NULLs; kv_bytes_peak is the max.
         """
         runs = self.list_runs(job_id=job_id, scope=scope, run_ids=run_ids)
         if not runs:
@@ -60,22 +70,24 @@ class ResultQueries(SampleQueries):
             Sample.problem_id,
             func.count(Sample.correct).label("n"),
             func.sum(case((Sample.correct == True, 1), else_=0)).label("c"),  # noqa: E712
-        ).where(Sample.run_id.in_(ids), Sample.correct.is_not(None)).group_by(Sample.run_id, Sample.problem_id)
+            func.count(Sample.correct_flex).label("n_flex"),
+            func.sum(case((Sample.correct_flex == True, 1), else_=0)).label("c_flex"),  # noqa: E712
+        ).where(Sample.run_id.in_(ids)).group_by(Sample.run_id, Sample.problem_id)
         with self._tx() as conn:
             aggs = {r.run_id: r for r in conn.execute(agg).all()}
             problems: dict[int, list[tuple[int, int]]] = {}
+            problems_flex: dict[int, list[tuple[int, int]]] = {}
             for r in conn.execute(per_problem).all():
-                problems.setdefault(r.run_id, []).append((int(r.n), int(r.c)))
+                if r.n:
+                    problems.setdefault(r.run_id, []).append((int(r.n), int(r.c)))
+                if r.n_flex:
+                    problems_flex.setdefault(r.run_id, []).append((int(r.n_flex), int(r.c_flex)))
 
         out = []
         for run in runs:
             a = aggs.get(run["id"])
-            nc = problems.get(run["id"], [])
-            if nc:
-                accuracy, se = mean_pass_at_1_of_counts(nc)
-                pass_at_k = pass_at_k_curve(nc)
-            else:  # nothing graded yet: no estimate
-                accuracy, se, pass_at_k = None, None, {}
+            accuracy, se, pass_at_k = _estimates(problems.get(run["id"], []))
+            accuracy_flex, se_flex, pass_at_k_flex = _estimates(problems_flex.get(run["id"], []))
 
             def num(name: str, cast=float):  # noqa: ANN001
                 v = getattr(a, name) if a is not None else None
@@ -101,6 +113,9 @@ class ResultQueries(SampleQueries):
                 "accuracy": accuracy,
                 "accuracy_se": se,
                 "pass_at_k": pass_at_k,
+                "accuracy_flex": accuracy_flex,
+                "accuracy_flex_se": se_flex,
+                "pass_at_k_flex": pass_at_k_flex,
                 "loop_rate": num("loop_rate"),
                 "truncated_rate": num("truncated_rate"),
                 "mean_new_tokens": num("mean_new_tokens"),

@@ -147,11 +147,14 @@ class SampleQueries(StoreBase):
 
     def update_sample_grade(self, sample_id: int, *, correct: Any = _UNSET, grade_status: Any = _UNSET,
                             grade_reason: Any = _UNSET, extracted: Any = _UNSET, answer_text: Any = _UNSET,
+                            correct_flex: Any = _UNSET, extracted_flex: Any = _UNSET, flex_rule: Any = _UNSET,
                             metrics: dict[str, Any] | None = None) -> bool:
-        """Re-grade a stored sample: set the given grade fields (``metrics`` is merged)."""
+        """Re-grade a stored sample: set the given grade fields, strict and flexible (``metrics``
+        is merged)."""
         values = {k: column_value(k, v) for k, v in (
             ("correct", correct), ("grade_status", grade_status), ("grade_reason", grade_reason),
-            ("extracted", extracted), ("answer_text", answer_text)) if v is not _UNSET}
+            ("extracted", extracted), ("answer_text", answer_text), ("correct_flex", correct_flex),
+            ("extracted_flex", extracted_flex), ("flex_rule", flex_rule)) if v is not _UNSET}
         with self._tx(write=True) as conn:
             if metrics:
                 old = conn.execute(select(Sample.metrics).where(Sample.id == sample_id)).first()
