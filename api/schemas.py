@@ -3,98 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field
 
+from vase.spec import text
 from vase.store.models import JOB_STATUSES
-from vase.traces import TRACE_LEVELS
 
 JOB_STATUS = Literal[JOB_STATUSES]
-INT32 = 2**31 - 1
 
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_nul)]
-
-
-def text(min_length: int = 0, max_length: int | None = None) -> Any:
-    """A string without NUL characters, of bounded length."""
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
-
-ParamValue = bool | int | float | Text | None
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class MethodIn(_In):
-    name: text(1, 64) = Field(description="A method of `GET /v1/methods`, e.g. `vase`.",
-                       examples=["vase"])
-    params: dict[text(1, 64), ParamValue] = Field(
-        default_factory=dict, max_length=64,
-        description="The method's parameters (names and defaults in `GET /v1/methods`); unset ones keep "
-                    "their defaults.", examples=[{"n_large": 16}])
-
-
-class GenerationIn(_In):
-    do_sample: bool | None = Field(None, description="Sample (true) or decode greedily (false). Default: the "
-                                                     "model's generation config.")
-    temperature: float | None = Field(None, gt=0, le=100, description="Sampling temperature (> 0).")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
-    top_k: int | None = Field(None, ge=0, le=1_000_000, description="Top-k sampling (0 disables it).")
-
-
-class JobCreate(_In):
-    """A benchmark job: a grid of methods x budgets on a task, every sample graded and stored."""
-
-    model: text(1, 512) | None = Field(
-        None,
-        description="A Hugging Face hub id, a folder on the workers, or `embedded:smollm2-135m-instruct`. "
-                    "Default: the service's default model (the embedded SmolLM2-135M-Instruct).")
-    task: text(1, 256) = Field(description="A task of `GET /v1/tasks`.",
-                       examples=["arith-chain"])
-    limit: int | None = Field(4, ge=1, le=1_000_000, description="Problems to run (the task's first ones); "
-                                                                 "null: all of them.")
-    task_seed: int = Field(0, ge=0, le=INT32, description="Seed of generated tasks (and shuffled choices).")
-    methods: list[MethodIn] = Field(
-        default_factory=lambda: [MethodIn(name="full"), MethodIn(name="vase")], min_length=1, max_length=32,
-        description="Cache methods with their parameters. The full cache runs once, without a budget.")
-    budgets: list[Annotated[int, Field(ge=1, le=INT32)]] = Field(
-        default_factory=lambda: [128], max_length=64,
-        description="KV budgets (pairs kept per layer and head); each eviction method runs at each. A budget "
-                    "must be a multiple of `residual` and greater than it.")
-    residual: int = Field(32, ge=1, le=INT32, description="Recency window; evictions run every `residual` steps.")
-    samples: int = Field(1, ge=1, le=1024, description="Samples per problem (pass@k uses them).")
-    seeds: int = Field(0, ge=0, le=INT32, description="Base seed. Sample i of problem p uses a seed derived from "
-                                                      "(seeds, p, i), the same under every method.")
-    generation: GenerationIn = Field(default_factory=GenerationIn, description="Sampling parameters.")
-    max_new_tokens: int = Field(256, ge=1, le=131_072, description="Tokens generated at most per sample.")
-    fidelity: bool = Field(False, description="Also measure KL and top-1 agreement against the full cache "
-                                              "(teacher-forced on its output).")
-    trace: Literal[TRACE_LEVELS] = Field(
-        "off", description="Eviction traces: `summary` (per-layer counts and value statistics) or `full` "
-                           "(which positions each layer and head held at each step).")
-    attention_backend: Literal["auto", "sdpa", "flash", "eager"] = Field("auto", description="Attention kernel.")
-    queue: Literal["auto", "gpu", "cpu"] = Field(
-        "auto", description="Worker pool. `auto`: small jobs on the embedded model go to CPU workers, the rest "
-                            "to GPU workers.")
-    chunk_size: int | None = Field(None, ge=1, le=10_000, description="Problems per worker task (default: the "
-                                                                      "service's `VASE_CHUNK_PROBLEMS`).")
-
-    model_config = ConfigDict(
-        extra="forbid", strict=True, allow_inf_nan=False,
-        json_schema_extra={"examples": [{
-            "task": "arith-chain", "limit": 1, "methods": [{"name": "full"}, {"name": "vase", "params": {"n_large": 16}}],
-            "budgets": [64], "residual": 16, "samples": 1, "max_new_tokens": 96,
-        }]},
-    )
+# The body of ``POST /v1/jobs`` is the job definition itself: vase.spec.JobSpec.
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,7 +62,10 @@ class JobOut(BaseModel):
     cancel_requested: bool = False
     queue: str | None = None
     chunks: int | None = Field(None, description="Worker tasks the job is split into.")
-    spec: dict[str, Any] = Field(description="The job as stored (BenchSpec fields and the service's plan).")
+    spec: dict[str, Any] = Field(description="The job as stored: its JobSpec fields (defaults filled in) and the "
+                                             "service's plan under `service`, with `estimate`: the longest "
+                                             "prompt, KV bytes per sample and per problem, and generated tokens, "
+                                             "at most.")
 
 
 class JobList(BaseModel):

@@ -1,6 +1,6 @@
 """The benchmark: a grid of methods x budgets on a task, graded, measured and stored.
 
-One `BenchSpec` describes the grid. `plan_runs` turns it into stored runs (one per method x
+One `vase.spec.JobSpec` describes the grid. `plan_runs` turns it into stored runs (one per method x
 budget, the full cache once); `execute_problems` does the work for a set of problems across all
 runs, full cache first so fidelity has its reference, and writes each sample as it finishes. The
 CLI runs every problem in one process; the service hands chunks of problems to workers. Samples
@@ -13,118 +13,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import platform
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from .methods import MethodSpec, method_label
+from .methods import method_label
 from .metrics import sparsity
-from .policies import InvalidParameter, build_policy, policy_class, validate_geometry
+from .spec import JobSpec, RunSpec
 from .store import config_hash
-from .traces import TRACE_LEVELS
 
 PROMPT_TEMPLATE_VERSION = "paper-boxed-v1"
 RESULT_COLUMNS = ("task", "method", "budget", "accuracy", "accuracy_se", "accuracy_flex", "accuracy_flex_se",
                   "loop_rate", "kl_mean", "top1_agreement", "tokens_per_s", "kv_bytes_peak")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of the grid: a method with its parameters at one budget."""
-
-    method: str
-    params: dict[str, Any]
-    budget: int | None
-    residual: int
-
-    @property
-    def is_reference(self) -> bool:
-        return policy_class(self.method).kind == "none"
-
-
-@dataclass
-class BenchSpec:
-    task: str = "arith-chain"
-    limit: int | None = 4
-    task_seed: int = 0
-    methods: list[MethodSpec] = field(default_factory=lambda: [MethodSpec("full"), MethodSpec("vase")])
-    budgets: list[int] = field(default_factory=lambda: [128])
-    residual: int = 32
-    samples: int = 1
-    seed: int = 0
-    model: str | None = None
-    do_sample: bool | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int = 256
-    fidelity: bool = False
-    trace: str = "off"
-    attention_backend: str = "auto"
-
-    # -- validation: every rule names the field it checks --------------------------------------
-    def validate(self) -> BenchSpec:
-        from .generation import SamplingConfig
-        from .tasks import get_task
-
-        try:
-            get_task(self.task)
-        except ValueError as exc:
-            raise InvalidParameter("task", str(exc)) from None
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise InvalidParameter("limit", "must be a positive integer", self.limit)
-        if not self.methods:
-            raise InvalidParameter("methods", "must name at least one method")
-        if not self.budgets and any(policy_class(m.name).kind != "none" for m in self.methods):
-            raise InvalidParameter("budgets", "must list at least one budget")
-        if len(set(self.budgets)) != len(self.budgets):
-            raise InvalidParameter("budgets", "must not repeat a budget", self.budgets)
-        labels = [m.label for m in self.methods]
-        if len(set(labels)) != len(labels):
-            raise InvalidParameter("methods", "must not repeat a method with the same parameters", labels)
-        for name, value, low in (("samples", self.samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
-                                 ("seed", self.seed, 0), ("task_seed", self.task_seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidParameter(name, f"must be an integer >= {low}", value)
-        if self.trace not in TRACE_LEVELS:
-            raise InvalidParameter("trace", f"must be one of {', '.join(TRACE_LEVELS)}", self.trace)
-        SamplingConfig(self.do_sample, self.temperature, self.top_p, self.top_k).check()
-        for run in self.runs():
-            build_policy(run.method, run.params)
-            validate_geometry(run.budget, run.residual, kind=policy_class(run.method).kind)
-            if run.budget is not None:
-                build_policy(run.method, run.params).validate(run.budget, run.residual)
-        return self
-
-    def runs(self) -> list[RunSpec]:
-        """The grid, reference (full cache) first; fidelity adds the full cache when missing."""
-        cells: list[RunSpec] = []
-        for method in self.methods:
-            kind = policy_class(method.name).kind
-            budgets: Sequence[int | None] = [None] if kind == "none" else self.budgets
-            for budget in budgets:
-                build = build_policy(method.name, method.params)
-                cells.append(RunSpec(method.name, dataclasses.asdict(build), budget, self.residual))
-        if self.fidelity and not any(c.is_reference for c in cells):
-            cells.append(RunSpec("full", {}, None, self.residual))
-        return sorted(cells, key=lambda c: not c.is_reference)
-
-    def generation(self) -> dict[str, Any]:
-        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["methods"] = [{"name": m.name, "params": m.params} for m in self.methods]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
-        data = dict(data)
-        data["methods"] = [MethodSpec(m["name"], dict(m.get("params") or {})) for m in data.get("methods", [])]
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def sample_seed(base: int, problem_id: str, index: int) -> int:
@@ -152,11 +53,11 @@ class PlannedRun:
 class Bench:
     """A spec bound to a loaded model, its problems and a store scope."""
 
-    def __init__(self, spec: BenchSpec, store, *, scope: str = "cli", model=None, tokenizer=None):
+    def __init__(self, spec: JobSpec, store, *, scope: str = "cli", model=None, tokenizer=None):
         from .models import load_model, model_fingerprint
         from .tasks import get_task
 
-        self.spec = spec.validate()
+        self.spec = spec.check()
         self.store = store
         self.scope = scope
         if model is None:
@@ -169,13 +70,8 @@ class Bench:
         self.runs = self._plan()
 
     def _plan(self) -> list[PlannedRun]:
-        from .generation import SamplingConfig
-
-        sampling = dataclasses.asdict(
-            SamplingConfig(self.spec.do_sample, self.spec.temperature, self.spec.top_p, self.spec.top_k)
-            .resolved(self.model)
-        )
-        generation = {**sampling, "max_new_tokens": self.spec.max_new_tokens, "seed": self.spec.seed}
+        sampling = dataclasses.asdict(self.spec.sampling().resolved(self.model))
+        generation = {**sampling, "max_new_tokens": self.spec.max_new_tokens, "seed": self.spec.seeds}
         manifest = {
             "packages": package_versions(),
             "model": self.fingerprint,
@@ -262,19 +158,19 @@ class Bench:
         return out
 
     def _generate(self, prompt: str, run: RunSpec, problem_id: str, indices: list[int]):
-        from .generation import SamplingConfig, eviction_seed, generate
+        from .generation import eviction_seed, generate
         from .traces import TraceRecorder
 
         spec = self.spec
         text_config = self.model.config.get_text_config(decoder=True)
         kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
         recorder = TraceRecorder(spec.trace, text_config.num_hidden_layers, kv_heads)
-        seeds = [sample_seed(spec.seed, problem_id, i) for i in indices]
+        seeds = [sample_seed(spec.seeds, problem_id, i) for i in indices]
         results = generate(
             self.model, self.tokenizer, [prompt] * len(indices), method=run.method, params=run.params,
             budget=run.budget, residual=run.residual, max_new_tokens=spec.max_new_tokens, seeds=seeds,
             eviction_seeds=[eviction_seed(s) for s in seeds],
-            sampling=SamplingConfig(spec.do_sample, spec.temperature, spec.top_p, spec.top_k),
+            sampling=spec.sampling(),
             trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
         )
         return [(index, result, recorder) for index, result in zip(indices, results)]
@@ -290,7 +186,7 @@ class Bench:
         thinking, answer_text, _closed = split_thinking(result.text, opened_in_prompt=opened)
         verdict = grade(problem, result.text, opened_in_prompt=opened)
         loop = detect_repetition_loop(result.tokens)
-        seed = sample_seed(self.spec.seed, problem.id, index)
+        seed = sample_seed(self.spec.seeds, problem.id, index)
         record: dict[str, Any] = {
             "problem_id": problem.id,
             "sample_index": index,

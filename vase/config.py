@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     token_cache_s: float = Field(default=5.0, ge=0)
     #: The model a job uses when none is named.
     default_model: str = EMBEDDED_MODEL
+    #: Models a job may name besides the embedded one and ``default_model``: comma-separated hub ids
+    #: (globs allowed, ``Qwen/Qwen3-*``) and absolute paths of local model folders (exact).
+    allowed_models: str = ""
     #: Hugging Face token for gated/private hub models (``VASE_HF_TOKEN`` or ``HF_TOKEN``).
     hf_token: str | None = Field(
         default=None,
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     cpu_job_max_tokens: int = Field(default=50_000, ge=0)
     #: Problems per worker task: one task runs these problems across every run of the job.
     chunk_problems: int = Field(default=4, ge=1)
+    #: Worker tasks a job is split into at most: larger jobs get larger chunks (one broker message
+    #: per chunk is sent while the submitting request waits).
+    max_job_chunks: int = Field(default=256, ge=1)
     #: Broker visibility timeout: above the longest task (an unacked message is redelivered after it).
     visibility_timeout_s: int = Field(default=12 * 3600, ge=1)
     #: A chunk's lease (and a job's heartbeat) expires after this many seconds without renewal; its
@@ -78,6 +84,11 @@ class Settings(BaseSettings):
     chunk_max_attempts: int = Field(default=3, ge=1)
     #: Largest job accepted (problems x runs x samples).
     max_job_samples: int = Field(default=1_000_000, ge=1)
+    #: Largest job accepted in generated tokens (samples x max_new_tokens, an upper bound).
+    max_job_tokens: int = Field(default=2_000_000_000, ge=1)
+    #: Memory a worker of each queue may give one problem's KV cache (its samples run as one batch), GiB.
+    worker_kv_gib_cpu: float = Field(default=8.0, gt=0)
+    worker_kv_gib_gpu: float = Field(default=60.0, gt=0)
     #: Accept ``jsonl:PATH`` tasks over the API (they read files on the workers' disks).
     allow_local_tasks: bool = False
     #: Database connections the API keeps open.
@@ -116,6 +127,11 @@ class Settings(BaseSettings):
             return self.database_url
         self.home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.home / 'vase.sqlite').resolve()}"
+
+    @property
+    def allowed_model_list(self) -> list[str]:
+        """``allowed_models`` split on commas, blanks dropped."""
+        return [item.strip() for item in self.allowed_models.split(",") if item.strip()]
 
     @property
     def models_dir(self) -> Path:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from vase import jobs as job_service
+from vase.spec import JobSpec
 from vase.store import TERMINAL_STATUSES, Store
 
 from .. import deps
@@ -20,7 +21,6 @@ from ..errors import ApiError, not_found
 from ..responses import errors
 from ..schemas import (
     JOB_STATUS,
-    JobCreate,
     JobList,
     JobOut,
     ResultRow,
@@ -72,17 +72,19 @@ def _job(store: Store, job_id: str) -> dict[str, Any]:
 @router.post(
     "/jobs", status_code=201, response_model=JobOut, summary="Submit a job",
     responses=errors(401, 415, 422, 503),
-    description="Validates the job against the method registry's rules, stores it (committed) and only then "
-                "enqueues its chunks. Returns the job; its `Location` header points at it.",
+    description="Validates the job against the method registry's rules, the model allow-list "
+                "(`VASE_ALLOWED_MODELS`) and the resources it needs (the model's context, a worker's KV memory, "
+                "the token cap), stores it (committed) and only then enqueues its chunks. Returns the job, with "
+                "its estimate under `spec.service.estimate`; its `Location` header points at it.",
 )
 def create_job(
-    body: JobCreate,
+    body: JobSpec,
     response: Response,
     owner: str = Depends(deps.require_writer),
     svc: Service = Depends(deps.service),
     store: Store = Depends(deps.store),
 ) -> JobOut:
-    plan = job_service.plan_job(body.model_dump(), svc.settings)  # JobInvalid -> 422, nothing stored
+    plan = job_service.plan_job(body, svc.settings)  # JobInvalid -> 422, nothing stored
     job = job_service.submit(store, plan, svc.dispatcher, owner=owner)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job_out(job)

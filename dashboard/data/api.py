@@ -14,34 +14,15 @@ import streamlit as st
 
 from vase.client import ApiError, ApiUnreachable, Client
 from vase.methods import parse_value
+from vase.spec import GenerationSpec, JobSpec
 
 from .base import ApiUnavailable, DashboardError, api_url, clear_caches
 
 API_TIMEOUT_S = 10.0
 
-#: Fields of the job form, named as in the API's job body (``api.schemas.JobCreate``; the sampling
+#: Fields of the job form, named as in the API's job body (``vase.spec.JobSpec``; the sampling
 #: fields live under ``generation`` there): errors for them are shown next to the field.
-FORM_FIELDS = (
-    "task",
-    "model",
-    "limit",
-    "task_seed",
-    "methods",
-    "budgets",
-    "residual",
-    "samples",
-    "seeds",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_new_tokens",
-    "fidelity",
-    "trace",
-    "attention_backend",
-    "queue",
-    "chunk_size",
-)
+FORM_FIELDS = (*JobSpec.model_fields, *GenerationSpec.model_fields)
 
 
 @dataclass
@@ -155,7 +136,7 @@ def form_errors(error: ApiError, payload: Mapping[str, Any]) -> SubmitResult:
 
 
 def submit_job(payload: dict[str, Any]) -> SubmitResult:
-    """``POST /v1/jobs`` with a job body (``api.schemas.JobCreate``: task, model, limit, methods
+    """``POST /v1/jobs`` with a job body (``vase.spec.JobSpec``: task, model, limit, methods
     [{name, params}], budgets, residual, samples, seeds, generation {do_sample, temperature, top_p,
     top_k}, max_new_tokens, fidelity, trace, ...). Created -> ok with the job id; 422 (or 400, 409)
     -> messages mapped to form fields (:func:`form_errors`); unreachable -> :class:`ApiUnavailable`."""

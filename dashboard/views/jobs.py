@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+from vase.spec import JobSpec
 from vase.store.models import ACTIVE_STATUSES
 from vase.traces import TRACE_LEVELS
 
@@ -203,10 +204,10 @@ def _submit_form() -> None:
     chosen = st.multiselect(
         "Methods",
         names,
-        default=[n for n in ("full", "vase") if n in names],
+        default=[m.name for m in JobSpec.default("methods") if m.name in names],
         key="job_methods",
         format_func=lambda n: f"{n} ({by_name[n].get('kind') or '?'})",
-        help="The full cache runs once, without a budget; every other method runs at every budget.",
+        help=JobSpec.describe("methods"),
     )
     _error(errors, "methods")
     task_names = [t["name"] for t in tasks]
@@ -214,7 +215,7 @@ def _submit_form() -> None:
         c1, c2, c3 = st.columns([2, 3, 1])
         task = _field(
             c1, errors, "task", "selectbox", "Task", task_names, key="job_task",
-            index=task_names.index("arith-chain") if "arith-chain" in task_names else 0,
+            index=task_names.index(JobSpec.suggested("task")) if JobSpec.suggested("task") in task_names else 0,
             format_func=lambda n: (
                 n + ("" if next((t for t in tasks if t["name"] == n), {}).get("offline") in (None, True) else " (hub)")
             ),
@@ -222,37 +223,41 @@ def _submit_form() -> None:
         model = _field(
             c2, errors, "model", "text_input", "Model", value="", key="job_model",
             placeholder="the service's default (embedded SmolLM2-135M)",
-            help="A Hugging Face hub id, a folder on the workers, or embedded:smollm2-135m-instruct.",
+            help=JobSpec.describe("model"),
         )
-        limit = _field(c3, errors, "limit", "number_input", "Problems", min_value=1, value=4, step=1, key="job_limit")
+        limit = _field(c3, errors, "limit", "number_input", "Problems", min_value=1, value=JobSpec.default("limit"),
+                       step=1, key="job_limit", help=JobSpec.describe("limit"))
 
         c1, c2, c3, c4 = st.columns(4)
         budgets_text = _field(
-            c1, errors, "budgets", "text_input", "Budgets", value="128", key="job_budgets",
-            help="Comma-separated KV budgets (multiples of the residual).",
+            c1, errors, "budgets", "text_input", "Budgets", key="job_budgets",
+            value=", ".join(map(str, JobSpec.default("budgets"))), help=JobSpec.describe("budgets"),
         )
         residual = _field(
-            c2, errors, "residual", "number_input", "Residual", min_value=1, value=32, step=1, key="job_residual",
-            help="Recency window; evictions run every `residual` steps.",
+            c2, errors, "residual", "number_input", "Residual", min_value=1, value=JobSpec.default("residual"),
+            step=1, key="job_residual", help=JobSpec.describe("residual"),
         )
         max_new = _field(
-            c3, errors, "max_new_tokens", "number_input", "Max new tokens", min_value=1, value=256, step=32,
-            key="job_max_new_tokens",
+            c3, errors, "max_new_tokens", "number_input", "Max new tokens", min_value=1,
+            value=JobSpec.default("max_new_tokens"), step=32, key="job_max_new_tokens",
+            help=JobSpec.describe("max_new_tokens"),
         )
         samples = _field(
-            c4, errors, "samples", "number_input", "Samples per problem", min_value=1, value=1, step=1,
-            key="job_samples",
+            c4, errors, "samples", "number_input", "Samples per problem", min_value=1,
+            value=JobSpec.default("samples"), step=1, key="job_samples", help=JobSpec.describe("samples"),
         )
 
         c1, c2, c3, c4 = st.columns(4)
         trace = _field(
-            c1, errors, "trace", "selectbox", "Eviction trace", list(TRACE_LEVELS), index=2, key="job_trace",
-            help="`full` records which positions every layer and head kept (for the cache explorer).",
+            c1, errors, "trace", "selectbox", "Eviction trace", list(TRACE_LEVELS),
+            index=TRACE_LEVELS.index(JobSpec.default("trace")), key="job_trace", help=JobSpec.describe("trace"),
         )
         fidelity = _field(
-            c2, errors, "fidelity", "checkbox", "Fidelity (KL, top-1 vs full cache)", value=True, key="job_fidelity"
+            c2, errors, "fidelity", "checkbox", "Fidelity (KL, top-1 vs full cache)",
+            value=JobSpec.default("fidelity"), key="job_fidelity", help=JobSpec.describe("fidelity"),
         )
-        seeds = _field(c3, errors, "seeds", "number_input", "Seed", min_value=0, value=0, step=1, key="job_seeds")
+        seeds = _field(c3, errors, "seeds", "number_input", "Seed", min_value=0, value=JobSpec.default("seeds"),
+                       step=1, key="job_seeds", help=JobSpec.describe("seeds"))
         decoding = _field(
             c4, errors, "do_sample", "selectbox", "Decoding", ["model default", "greedy", "sample"], key="job_decoding"
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ..spec import JobInvalid, JobSpec
 from ..traces import TRACE_LEVELS
 from .common import console, emit_json, fail, progress
 
@@ -28,7 +29,7 @@ def generate(
     method: str = typer.Option("vase", "--method"),
     budget: int | None = typer.Option(None, "--budget", help="KV pairs kept per layer and head."),
     residual: int = typer.Option(64, "--residual", help="Recency window; evictions run every `residual` steps."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(JobSpec.default("max_new_tokens"), "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed"),
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE (repeatable)."),
     model_id: str | None = typer.Option(None, "--model", help="HF hub id or local path; default: embedded SmolLM2."),
@@ -90,32 +91,39 @@ def generate(
     )
 
 
+def _default_text(name: str) -> str:
+    """A list field's default as the CLI's comma-separated text (``full,vase``, ``128``)."""
+    return ",".join(getattr(v, "label", None) or str(v) for v in JobSpec.default(name))
+
+
 def bench(
-    task: str = typer.Option("arith-chain", "--task", help="Task name (see `vase tasks`) or jsonl:PATH?question=..."),
-    methods: str = typer.Option("full,vase,vase-dkv,snapkv", "--methods",
+    task: str = typer.Option(JobSpec.suggested("task"), "--task",
+                             help=JobSpec.describe("task") + " Or jsonl:PATH?question=..."),
+    methods: str = typer.Option(_default_text("methods"), "--methods",
                                 help="Comma-separated methods; parameters after a colon, e.g. "
-                                     "'full,vase:n_large=16,smoothing=false,snapkv'."),
-    budgets: str = typer.Option("128", "--budgets", help="Comma-separated KV budgets."),
-    residual: int = typer.Option(32, "--residual"),
-    samples: int = typer.Option(1, "--samples", help="Samples per problem (pass@1 averages over them)."),
-    limit: int | None = typer.Option(4, "--limit", help="Problems to run (default 4; 0 = all)."),
-    seed: int = typer.Option(0, "--seed"),
-    task_seed: int = typer.Option(0, "--task-seed", help="Seed of the offline problem generators."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+                                     "'full,vase:n_large=16,smoothing=false,snapkv'. " + JobSpec.describe("methods")),
+    budgets: str = typer.Option(_default_text("budgets"), "--budgets", help="Comma-separated. " + JobSpec.describe("budgets")),
+    residual: int = typer.Option(JobSpec.default("residual"), "--residual", help=JobSpec.describe("residual")),
+    samples: int = typer.Option(JobSpec.default("samples"), "--samples", help=JobSpec.describe("samples")),
+    limit: int | None = typer.Option(JobSpec.default("limit"), "--limit", help="Problems to run (0 = all)."),
+    seed: int = typer.Option(JobSpec.default("seeds"), "--seed", help=JobSpec.describe("seeds")),
+    task_seed: int = typer.Option(JobSpec.default("task_seed"), "--task-seed", help=JobSpec.describe("task_seed")),
+    max_new_tokens: int = typer.Option(JobSpec.default("max_new_tokens"), "--max-new-tokens",
+                                       help=JobSpec.describe("max_new_tokens")),
     model_id: str | None = typer.Option(None, "--model", help="HF hub id or local path; default: embedded SmolLM2."),
     sample: bool | None = typer.Option(None, "--sample/--greedy", help="Default: the model's generation config."),
     temperature: float | None = typer.Option(None, "--temperature"),
     top_p: float | None = typer.Option(None, "--top-p"),
     top_k: int | None = typer.Option(None, "--top-k"),
-    fidelity: bool = typer.Option(False, "--fidelity", help="Measure KL and top-1 agreement against the full cache."),
-    trace: str = typer.Option("off", "--trace", help=" | ".join(TRACE_LEVELS)),
+    fidelity: bool = typer.Option(JobSpec.default("fidelity"), "--fidelity", help=JobSpec.describe("fidelity")),
+    trace: str = typer.Option(JobSpec.default("trace"), "--trace", help=" | ".join(TRACE_LEVELS)),
     db: str | None = typer.Option(None, "--db", help="Database URL (default: the embedded SQLite file)."),
     out: str | None = typer.Option(None, "--out", help="Also export the table to PATH (.csv or .json)."),
-    attention_backend: str = typer.Option("auto", "--attention"),
+    attention_backend: str = typer.Option(JobSpec.default("attention_backend"), "--attention",
+                                          help=JobSpec.describe("attention_backend")),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON rows."),
 ) -> None:
     """Run a method x budget grid on a task, store every sample, print the comparison table."""
-    from ..bench import BenchSpec
     from ..methods import parse_methods
     from ..policies import InvalidParameter
 
@@ -127,13 +135,14 @@ def bench(
             raise InvalidParameter("budgets", "must be comma-separated integers", budgets) from None
         if out and not out.endswith((".csv", ".json")):
             raise InvalidParameter("out", "must end in .csv or .json", out)
-        spec = BenchSpec(
-            task=task, limit=None if limit == 0 else limit, task_seed=task_seed, methods=method_specs,
-            budgets=budget_list, residual=residual, samples=samples, seed=seed, model=model_id, do_sample=sample,
-            temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, fidelity=fidelity,
-            trace=trace, attention_backend=attention_backend,
-        ).validate()
-    except InvalidParameter as exc:
+        generation = {"do_sample": sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+        spec = JobSpec.parse({
+            "task": task, "limit": None if limit == 0 else limit, "task_seed": task_seed, "methods": method_specs,
+            "budgets": budget_list, "residual": residual, "samples": samples, "seeds": seed, "model": model_id,
+            "generation": {k: v for k, v in generation.items() if v is not None}, "max_new_tokens": max_new_tokens,
+            "fidelity": fidelity, "trace": trace, "attention_backend": attention_backend,
+        }).check()
+    except (InvalidParameter, JobInvalid) as exc:
         fail(str(exc))
 
     from ..bench import Bench, result_rows

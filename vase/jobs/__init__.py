@@ -2,7 +2,7 @@
 
 The API and the workers hold no benchmark logic; they call this package.
 
-A *job* is a :class:`~vase.bench.BenchSpec` submitted over the API. :func:`plan_job`
+A *job* is a :class:`~vase.spec.JobSpec` submitted over the API. :func:`plan_job`
 (:mod:`.plan`) validates the body against the policy registry's rules (every error names the body
 field and the rule) and counts its samples without loading a model. :func:`submit`
 (:mod:`.dispatch`) commits the job row first and only then hands its chunks to a dispatcher
@@ -23,7 +23,8 @@ Job status: ``queued`` -> ``running`` (a chunk started) -> ``succeeded`` (every 
 
 from .dispatch import Dispatcher, DispatchError, submit
 from .embedded import EmbeddedRunner
-from .plan import BODY_DEFAULTS, QUEUE_CHOICES, SERVICE_KEY, JobInvalid, JobPlan, chunk_bounds, plan_job, service_info
+from ..spec import QUEUE_CHOICES, JobInvalid
+from .plan import SERVICE_KEY, JobPlan, chunk_bounds, plan_job, service_info
 from .recovery import ChunkTracker, recover
 from .run import (
     ChunkError,
@@ -37,7 +38,6 @@ from .run import (
 )
 
 __all__ = [
-    "BODY_DEFAULTS",
     "QUEUE_CHOICES",
     "SERVICE_KEY",
     "ChunkError",

@@ -9,8 +9,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..bench import BenchSpec
 from ..config import Settings, get_settings
+from ..spec import JobInvalid, JobSpec, check_model
 from ..store import TERMINAL_STATUSES, Store, StoreUnavailable
 from .plan import chunk_bounds, service_info
 
@@ -63,7 +63,7 @@ class ChunkOutcome:
     GONE = "gone"  # the job no longer exists
 
 
-def _chunk_problems(job: Mapping[str, Any], spec: BenchSpec, chunk: int):
+def _chunk_problems(job: Mapping[str, Any], spec: JobSpec, chunk: int):
     from ..tasks import get_task
 
     info = service_info(job)
@@ -88,7 +88,7 @@ class ChunkError(RuntimeError):
 def chunk_is_complete(store: Store, job: Mapping[str, Any], problems) -> bool:
     """True when every (run, problem, sample) of these problems is stored (no model needed)."""
     info = service_info(job)
-    spec = BenchSpec.from_dict(job["spec"])
+    spec = JobSpec.from_stored(job["spec"])
     want = info["n_runs"] * spec.samples
     return all(store.count_samples(job_id=job["id"], problem_id=p.id) >= want for p in problems)
 
@@ -115,13 +115,17 @@ def run_chunk(
         return ChunkOutcome.GONE
     if job["status"] in TERMINAL_STATUSES:
         return ChunkOutcome.SKIPPED
-    spec = BenchSpec.from_dict(job["spec"])
+    spec = JobSpec.from_stored(job["spec"])
     problems = _chunk_problems(job, spec, chunk)
     if chunk_is_complete(store, job, problems):
         finalize_if_complete(store, job_id)
         return ChunkOutcome.DONE
     if not store.set_job_status(job_id, "running"):
         return ChunkOutcome.SKIPPED  # finished (cancelled, failed) meanwhile
+    try:  # the API checked it; a worker checks again against its own settings before loading anything
+        check_model(spec.model, get_settings())
+    except JobInvalid as exc:
+        raise ChunkError(f"model: {exc.rule}", permanent=True) from None
     model, tokenizer = load_model(spec.model)
     bench = Bench(spec, store, scope=job_id, model=model, tokenizer=tokenizer)
     runs = store.list_runs(job_id=job_id)

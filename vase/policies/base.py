@@ -81,6 +81,10 @@ class Policy:
     def validate(self, budget: int, residual: int) -> None:
         """Check parameters that depend on the cache geometry. Raise InvalidParameter."""
 
+    def resolved_params(self, budget: int | None) -> dict[str, Any]:
+        """The parameters as they act at ``budget``: defaults that depend on the budget filled in."""
+        return dataclasses.asdict(self)
+
     def score(self, ctx: EvictionContext) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} does not score candidates")
 

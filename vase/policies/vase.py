@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,6 +32,12 @@ class VaSE(WindowAttentionPolicy):
 
     def reserve(self, budget: int) -> int:
         return default_reserve(budget) if self.n_large is None else self.n_large
+
+    def resolved_params(self, budget: int | None) -> dict[str, Any]:
+        params = dataclasses.asdict(self)
+        if budget is not None:
+            params["n_large"] = self.reserve(budget)
+        return params
 
     def validate(self, budget: int, residual: int) -> None:
         keep = budget - residual
@@ -60,6 +68,7 @@ class AttentionWithRandomReserve(WindowAttentionPolicy):
         return default_reserve(budget) if self.n_large is None else self.n_large
 
     validate = VaSE.validate
+    resolved_params = VaSE.resolved_params
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
         from .scores import uniform_noise

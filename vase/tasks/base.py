@@ -111,6 +111,14 @@ class Task:
         problems = self._load_all(int(seed))
         return list(problems if limit is None else problems[:limit])
 
+    def count(self, limit: int | None = None, seed: int = 0) -> int:
+        """``len(load(limit, seed))``; subclasses that know it without loading say so."""
+        return len(self.load(limit=limit, seed=seed))
+
+    def head(self, n: int, seed: int = 0) -> list[Problem]:
+        """The first ``n`` problems (generated tasks make only those)."""
+        return self.load(limit=n, seed=seed)
+
     def fingerprint(self, limit: int | None = None, seed: int = 0) -> str:
         """sha256 of the problems ``load(limit, seed)`` returns."""
         return problems_fingerprint(self.load(limit=limit, seed=seed))

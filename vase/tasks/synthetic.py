@@ -86,6 +86,12 @@ class GeneratedTask(Task):
     def _load_all(self, seed: int) -> list[Problem]:
         return self.load(None, seed)
 
+    def count(self, limit: int | None = None, seed: int = 0) -> int:
+        return self._size if limit is None else limit  # as load(): a limit past the size makes more
+
+    def head(self, n: int, seed: int = 0) -> list[Problem]:
+        return [self._problem(i, int(seed)) for i in range(n)]
+
 
 class ArithChainTask(GeneratedTask):
     """"Start with 7. Add 5. Multiply by 3. Subtract 4. What is the result?" (4-8 steps).
