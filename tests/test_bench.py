@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vase.bench import Bench, BenchSpec, MethodSpec, kept_fraction, result_rows
+from vase.bench import Bench, kept_fraction, result_rows
+from vase.methods import MethodSpec
 from vase.policies import InvalidParameter
+from vase.spec import JobInvalid, JobSpec
 from vase.store import open_store
 from vase.traces import decode
 
@@ -20,7 +22,7 @@ SMALL = dict(task="arith-chain", limit=2, budgets=[32], residual=8, max_new_toke
 def bench_run(smollm2, tmp_path_factory):
     """One real grid with fidelity and full traces, shared by the tests below."""
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('bench') / 'bench.sqlite'}", cached=False)
-    spec = BenchSpec(methods=[MethodSpec("full"), MethodSpec("vase", {"n_large": 8}), MethodSpec("streamingllm")],
+    spec = JobSpec(methods=[MethodSpec("full"), MethodSpec("vase", {"n_large": 8}), MethodSpec("streamingllm")],
                      fidelity=True, trace="full", **SMALL)
     model, tokenizer = smollm2
     bench = Bench(spec, store, model=model, tokenizer=tokenizer)
@@ -90,7 +92,7 @@ def test_full_traces_rebuild_the_cache_content(bench_run, smollm2):
 def test_resume_adds_only_missing_samples(smollm2, tmp_path):
     model, tokenizer = smollm2
     store = open_store(f"sqlite:///{tmp_path / 'resume.sqlite'}", cached=False)
-    spec = BenchSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 16})
+    spec = JobSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 16})
     first = Bench(spec, store, model=model, tokenizer=tokenizer)
     written = []
     assert not first.execute(should_cancel=lambda: len(written) >= 3, on_sample=lambda: written.append(1))
@@ -104,7 +106,7 @@ def test_resume_adds_only_missing_samples(smollm2, tmp_path):
     assert len(added) == 1 and len(after) == 4
     assert all(after[i] == key for i, key in before.items())  # old samples untouched
     # Different parameters never reuse stored results.
-    other = Bench(BenchSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 17}),
+    other = Bench(JobSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 17}),
                   store, model=model, tokenizer=tokenizer)
     assert not {r.run_id for r in other.runs} & {r.run_id for r in first.runs}
     assert other.missing() == other.total_samples == 4
@@ -122,19 +124,33 @@ def test_kept_fraction_follows_the_eviction_schedule():
     "change,field",
     [
         ({"task": "nope"}, "task"),
-        ({"budgets": [30]}, "budget"),
-        ({"methods": [MethodSpec("vase", {"n_large": 40})]}, "n_large"),
+        ({"budgets": [30]}, "budgets[0]"),
+        ({"methods": [MethodSpec("vase", {"n_large": 40})]}, "methods[0].params.n_large"),
         ({"samples": 0}, "samples"),
         ({"trace": "everything"}, "trace"),
         ({"limit": 0}, "limit"),
-        ({"budgets": [32, 32]}, "budgets"),
-        ({"temperature": -1.0}, "temperature"),
+        ({"budgets": [32, 32]}, "budgets[1]"),
+        ({"generation": {"temperature": -1.0}}, "generation.temperature"),
+        ({"methods": [MethodSpec("vase"), MethodSpec("vase", {"n_large": 8})]}, "methods[1]"),  # 8 = 32 // 4
     ],
 )
 def test_bad_specs_name_the_field(change, field):
-    with pytest.raises(InvalidParameter) as err:
-        BenchSpec(**{**SMALL, "methods": [MethodSpec("vase")], **change}).validate()
-    assert err.value.param == field
+    """Types and bounds when the spec is built, the registries' rules in check(): both name the field."""
+    with pytest.raises(JobInvalid) as err:
+        JobSpec.parse({**SMALL, "methods": [MethodSpec("vase")], **change}).check()
+    assert err.value.field == field
+
+
+def test_job_defaults_are_the_spec_defaults():
+    """One home for each default: a spec built from only a task has them, and they are what the
+    CLI's options and the API schema show."""
+    from vase.cli.run import bench
+
+    spec = JobSpec(task="arith-chain")
+    assert [m.label for m in spec.methods] == ["full", "vase"] and spec.budgets == [128]
+    options = {p.name: p.default for p in __import__("inspect").signature(bench).parameters.values()}
+    assert options["methods"].default == "full,vase" and options["residual"].default == spec.residual
+    assert options["max_new_tokens"].default == spec.max_new_tokens and options["trace"].default == spec.trace
 
 
 def test_method_list_parsing():

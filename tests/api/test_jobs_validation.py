@@ -33,6 +33,9 @@ INVALID = [
      "must be < budget - residual"),
     ("duplicate method", job(methods=[{"name": "vase"}, {"name": "vase", "params": {"n_sink": 4}}]), "methods[1]",
      "repeats methods[0]"),
+    # n_large defaults to budget // 4 = 16 at budget 64: the same run twice once defaults are filled in
+    ("duplicate after budget defaults", job(methods=[{"name": "vase"}, {"name": "vase", "params": {"n_large": 16}}],
+                                            budgets=[64]), "methods[1]", "repeats methods[0] at budgets[0] = 64"),
     ("budget not multiple", job(budgets=[64, 60]), "budgets[1]", "multiple of residual (16)"),
     ("budget not above residual", job(budgets=[16]), "budgets[0]", "greater than residual (16)"),
     ("budget repeated", job(budgets=[64, 64]), "budgets[1]", "must not repeat"),
@@ -50,6 +53,16 @@ INVALID = [
     ("empty model", job(model=""), "model", "at least 1 character"),
     ("NUL in task", job(task="arith\x00chain"), "task", "NUL"),
     ("flash on cpu", job(queue="cpu", attention_backend="flash"), "attention_backend", "needs a GPU worker"),
+    # models: an allow-list (the embedded model, the default one, VASE_ALLOWED_MODELS)
+    *[(f"model {m}", job(model=m), "model", "is not a model this service runs") for m in (
+        "file:///etc/passwd", "/etc", "../../../../etc", "/root", "embedded:../../etc/passwd",
+        "http://127.0.0.1:6379/", "Qwen/Qwen3-8B", "embedded:smollm2-135m-instruct/../..")],
+    # resources: the embedded model's context is 8192 tokens
+    ("budget past the context", job(budgets=[2147483632]), "budgets[0]", "must fit the model's context (8192"),
+    ("generation past the context", job(limit=976, samples=1024, max_new_tokens=131072), "max_new_tokens",
+     "must fit the model's context (8192"),
+    ("prompt + generation past the context", job(task="fact-recall", max_new_tokens=8000), "max_new_tokens",
+     "the longest prompt (at most"),
 ]
 
 
@@ -88,6 +101,18 @@ def test_invalid_job_is_422_naming_the_field(refusing, name, body, field, rule):
     _nothing_stored(client, store, redis_url)
 
 
+def test_refused_models_read_the_same_whether_a_path_exists_or_not(refusing, tmp_path):
+    client, store, auth, redis_url = refusing
+    answers = []
+    for model in ("/etc", "/no/such/folder", str(tmp_path), str(tmp_path / "missing")):
+        r = client.post("/v1/jobs", json=job(model=model), headers=auth)
+        assert r.status_code == 422
+        (error,) = r.json()["errors"]
+        answers.append((error["field"], error["rule"]))
+    assert len(set(answers)) == 1, answers
+    _nothing_stored(client, store, redis_url)
+
+
 def test_body_that_is_not_json(refusing):
     client, store, auth, redis_url = refusing
     r = client.post("/v1/jobs", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
@@ -114,7 +139,12 @@ def test_smallest_body_is_accepted_and_stored_before_it_is_queued(client, store,
     assert out["model"] == "embedded:smollm2-135m-instruct"  # the default
     assert out["progress"] == {"total": 2, "done": 0, "failed": 0, "remaining": 2, "fraction": 0.0}
     assert out["queue"] == "vase.cpu" and out["chunks"] == 1
-    assert out["spec"]["seed"] == 0 and out["spec"]["max_new_tokens"] == 96
+    assert out["spec"]["seeds"] == 0 and out["spec"]["max_new_tokens"] == 96
+    # the estimate: arith-chain prompts are short; SmolLM2's KV cache is 46080 bytes a token in float32
+    estimate = out["spec"]["service"]["estimate"]
+    assert 0 < estimate["prompt_tokens_max"] < 1000
+    assert estimate["generated_tokens_max"] == 2 * 96
+    assert estimate["kv_bytes_per_sample"] == (estimate["prompt_tokens_max"] + 96) * 46080
     # in the database, and its one chunk on the CPU queue
     assert store.get_job(out["id"])["status"] == "queued"
     r = redis.Redis.from_url(redis_url)
@@ -137,12 +167,72 @@ def test_defaults_and_routing(client, auth):
     assert spec["max_new_tokens"] == 256 and spec["trace"] == "off"
     # 4 problems x 2 runs x 256 tokens fits the CPU queue; a hub model never does
     assert r.json()["queue"] == "vase.cpu"
-    r = client.post("/v1/jobs", json={"task": "arith-chain", "model": "Qwen/Qwen3-8B"}, headers=auth)
-    assert r.status_code == 201 and r.json()["queue"] == "vase.gpu"
+    # a model that is not the embedded one never does (once allowed: see test_allowed_models)
     r = client.post("/v1/jobs", json={"task": "arith-chain", "queue": "gpu", "limit": None, "chunk_size": 8},
                     headers=auth)
     assert r.status_code == 201
     assert r.json()["chunks"] == 7 and r.json()["progress"]["total"] == 100  # 50 problems, 2 runs
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    """A real model folder (a tiny random Qwen3 saved with save_pretrained) with a 512-token context."""
+    from tests.factories import tiny_qwen3
+
+    model, tokenizer = tiny_qwen3(max_position_embeddings=512)
+    folder = tmp_path / "tiny-qwen3"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_allowed_models(model_folder, postgres_url, redis_url, settings_env):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings = settings_env(VASE_DATABASE_URL=postgres_url, VASE_BROKER_URL=redis_url,
+                            VASE_ALLOWED_MODELS=f"Qwen/Qwen3-*, {model_folder}")
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {client.app.state.service.store.create_token('t')}"}
+        r = client.post("/v1/jobs", json=job(model=model_folder), headers=auth)
+        assert r.status_code == 201, r.text
+        assert r.json()["model"] == model_folder and r.json()["queue"] == "vase.gpu"
+        # its context is its config's (512 tokens), not the embedded model's
+        r = client.post("/v1/jobs", json=job(model=model_folder, max_new_tokens=500), headers=auth)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_new_tokens"
+        assert "(512 tokens)" in r.json()["message"]
+        # a glob admits hub ids only: never a path, nor a path hidden behind the glob
+        for refused in (model_folder + "/..", "Qwen/Qwen3-../../etc", "/Qwen/Qwen3-8B", "Qwen/Qwen2-7B"):
+            r = client.post("/v1/jobs", json=job(model=refused), headers=auth)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "model", refused
+        assert client.app.state.service.store.list_jobs()[1] == 1
+
+
+def test_planning_counts_problems_instead_of_making_them(client, auth):
+    """fact-recall with limit 20000 is planned without generating 20000 problems (it took 7-25 s)."""
+    import time
+
+    started = time.perf_counter()
+    r = client.post("/v1/jobs", json=job(task="fact-recall", limit=20000), headers=auth)
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 201, r.text
+    assert r.json()["progress"]["total"] == 40000  # 20000 problems x 2 runs
+    assert r.json()["spec"]["service"]["chunk_size"] == 79 and r.json()["chunks"] == 254  # ceil(20000 / 256) a chunk
+    assert elapsed < 3.0, elapsed
+
+
+def test_job_over_the_token_cap(client, store, auth, redis_url):
+    client.app.state.service.settings.max_job_tokens = 1000
+    r = client.post("/v1/jobs", json=job(limit=6, max_new_tokens=96), headers=auth)  # 12 samples x 96 = 1152
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_new_tokens"
+    assert "1152 tokens; at most 1000" in r.json()["message"]
+    client.app.state.service.settings.max_job_tokens = 10**9
+    client.app.state.service.settings.worker_kv_gib_cpu = 0.001  # ~1 MiB: less than one sample's cache
+    r = client.post("/v1/jobs", json=job(queue="cpu"), headers=auth)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_new_tokens"
+    assert "VASE_WORKER_KV_GIB_CPU" in r.json()["message"]
+    _nothing_stored(client, store, redis_url)
 
 
 def test_reads(client, auth):

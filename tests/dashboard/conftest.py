@@ -40,7 +40,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def seeded_url(tmp_path_factory, smollm2) -> str:
-    from vase.bench import Bench, BenchSpec, MethodSpec
+    from vase.bench import Bench
+    from vase.methods import MethodSpec
+    from vase.spec import JobSpec
     from vase.store import open_store
 
     reuse = os.environ.get("VASE_TEST_DASHBOARD_SEED")  # a developer's shortcut: a database seeded before
@@ -49,7 +51,7 @@ def seeded_url(tmp_path_factory, smollm2) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('dash-seed') / 'seed.sqlite'}"
     store = open_store(url)
     model, tokenizer = smollm2
-    spec = BenchSpec(
+    spec = JobSpec(
         task="arith-chain",
         limit=1,
         methods=[MethodSpec("full"), MethodSpec("vase", {"n_large": 8}), MethodSpec("snapkv")],

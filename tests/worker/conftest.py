@@ -175,11 +175,11 @@ def wait_job(store, job_id: str, *, until=TERMINAL_STATUSES, timeout: float = 24
 
 def assert_every_sample_once(store, job_id: str) -> None:
     """Every (run, problem, sample) of the job is stored, none twice."""
-    from vase.bench import BenchSpec
+    from vase.spec import JobSpec
     from vase.tasks import get_task
 
     job = store.get_job(job_id)
-    spec = BenchSpec.from_dict(job["spec"])
+    spec = JobSpec.from_stored(job["spec"])
     problems = {p.id for p in get_task(spec.task).load(limit=spec.limit, seed=spec.task_seed)}
     runs = store.list_runs(job_id=job_id)
     assert len(runs) == len(spec.runs())

@@ -111,16 +111,47 @@ def test_submit_keeps_the_job_when_the_broker_is_down(setup):
     assert store.get_job(job["id"])["status"] == "queued"  # stored; a recovery sweep will dispatch it
 
 
-def test_a_chunk_that_keeps_failing_fails_the_job(setup):
+@pytest.fixture
+def config_only_folder(tmp_path, monkeypatch):
+    """An allowed model folder holding a real config.json (a tiny Qwen3's) and no weights: a job on
+    it plans (its context is known) and its chunks fail when the worker loads it."""
+    from tests.factories import tiny_qwen3
+    from vase.config import get_settings
+
+    folder = tmp_path / "config-only"
+    tiny_qwen3()[0].config.save_pretrained(folder)
+    monkeypatch.setenv("VASE_ALLOWED_MODELS", str(folder))
+    get_settings.cache_clear()
+    return str(folder)
+
+
+def test_a_chunk_that_keeps_failing_fails_the_job(setup, config_only_folder):
+    from vase.config import get_settings
     from vase.jobs import execute_chunk, plan_job, submit
 
-    settings, store, _, _ = setup
-    settings = settings.model_copy(update={"chunk_max_attempts": 2})
-    job = submit(store, plan_job({**JOB, "model": "/nonexistent/model-folder", "queue": "cpu"}, settings), None)
+    _, store, _, _ = setup
+    settings = get_settings().model_copy(update={"chunk_max_attempts": 2})
+    job = submit(store, plan_job({**JOB, "model": config_only_folder, "queue": "cpu"}, settings), None)
     waits = []
     assert execute_chunk(store, job["id"], 0, settings=settings, sleep=waits.append) == "failed"
     failed = store.get_job(job["id"])
     assert failed["status"] == "failed" and waits == [2.0]
     assert failed["error"].startswith("chunk 0: ") and "after 2 attempts" in failed["error"]
-    assert "/nonexistent/model-folder" in failed["error"]
     assert execute_chunk(store, job["id"], 1, settings=settings) == "skipped"  # the job is over
+
+
+def test_a_worker_checks_the_model_again_before_loading_it(setup, config_only_folder, monkeypatch):
+    """A job planned where a model was allowed fails at once on a worker whose list lacks it."""
+    from vase.config import get_settings
+    from vase.jobs import execute_chunk, plan_job, submit
+
+    _, store, _, _ = setup
+    job = submit(store, plan_job({**JOB, "model": config_only_folder, "queue": "cpu"}, get_settings()), None)
+    monkeypatch.delenv("VASE_ALLOWED_MODELS")
+    get_settings.cache_clear()
+    waits = []
+    assert execute_chunk(store, job["id"], 0, settings=get_settings(), sleep=waits.append) == "failed"
+    failed = store.get_job(job["id"])
+    assert waits == []  # permanent: not retried
+    assert failed["error"] == "chunk 0: ChunkError: model: is not a model this service runs: use " \
+                              "embedded:smollm2-135m-instruct or one the operator lists in VASE_ALLOWED_MODELS"
