@@ -243,6 +243,10 @@ def test_cli_regrade_bad_input_exits_2(args, name, tmp_path):
         (["--methods", "vase:n_large=999"], "n_large"),
         (["--trace", "all"], "trace"),
         (["--samples", "0"], "samples"),
+        (["--limit", "-3"], "limit"),
+        (["--max-new-tokens", "200000"], "max_new_tokens"),
+        # n_large defaults to budget // 4 = 8: the same run twice
+        (["--methods", "vase,vase:n_large=8", "--budgets", "32", "--residual", "8"], "methods[1]: repeats methods[0]"),
     ],
 )
 def test_cli_bench_bad_input_exits_2(args, name, tmp_path):

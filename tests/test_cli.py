@@ -55,3 +55,22 @@ def test_generate_json_on_the_embedded_model(smollm2):  # fixture: the converted
     assert {"text", "new_tokens", "evictions", "kv_cache_bytes_peak", "tokens_per_s"} <= payload.keys()
     assert payload["new_tokens"] == 40 or payload["finish_reason"] == "eos"
     assert payload["evictions"] > 0 and payload["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "body,name",
+    [
+        ({"task": "arith-chain", "limit": "3"}, "limit: Input should be a valid integer"),
+        ({"task": "arith-chain", "samples": 0}, "samples: Input should be greater than or equal to 1"),
+        ({"task": "arith-chain", "methods": [{"name": "vase", "params": {"n_large": [1]}}]}, "methods[0].params.n_large"),
+        ({"limit": 3}, "task: Field required"),
+        ({"task": "arith-chain", "budget": 64}, "budget: Extra inputs are not permitted"),
+    ],
+)
+def test_submit_checks_the_job_definition_before_any_request(body, name):
+    """`vase submit` reads the body with vase.spec.JobSpec: exit 2 naming the field, and no request
+    (the API URL is a closed port: a request would exit 1, unreachable)."""
+    out = subprocess.run([*VASE, "submit", "-", "--api-url", "http://127.0.0.1:9"], input=json.dumps(body),
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert out.returncode == 2, out.stderr
+    assert name in out.stderr

@@ -30,10 +30,12 @@ def submit(
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"job-file: not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        fail("job-file: must be a JSON object (a job, see POST /v1/jobs)")
     from ..spec import JobInvalid, JobSpec
 
     try:  # types and bounds, before any request; the API checks the rest (the registries, the model, resources)
-        JobSpec.parse(body) if isinstance(body, dict) else JobSpec.parse({"": body})
+        JobSpec.parse(body)
     except JobInvalid as exc:
         fail(str(exc))
     with Client(api_url, token) as api:
