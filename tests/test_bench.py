@@ -261,3 +261,14 @@ def test_cli_tasks_json():
     tasks = {t["name"]: t for t in json.loads(out.stdout)}
     assert tasks["arith-chain"]["offline"] is True and tasks["arith-chain"]["size"] > 0
     assert tasks["math500"]["size"] == 500
+
+
+def test_jobs_stored_before_jobspec_are_read():
+    """A job row written by the old BenchSpec (``seed``, flat sampling fields) still runs."""
+    legacy = {"task": "arith-chain", "limit": 2, "task_seed": 0, "methods": [{"name": "full", "params": {}}],
+              "budgets": [32], "residual": 8, "samples": 1, "seed": 7, "model": "embedded:smollm2-135m-instruct",
+              "do_sample": True, "temperature": 0.6, "top_p": None, "top_k": None, "max_new_tokens": 40,
+              "fidelity": False, "trace": "off", "attention_backend": "auto", "service": {"n_chunks": 1}}
+    spec = JobSpec.from_stored(legacy)
+    assert spec.seeds == 7 and spec.generation.temperature == 0.6 and spec.generation.do_sample is True
+    assert JobSpec.from_stored(spec.to_dict()) == spec

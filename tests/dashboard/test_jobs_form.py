@@ -133,3 +133,30 @@ def test_wrong_token_is_explained(api_server, dash_env, app_test):
     at = _submit(_fill(at, methods=["full"]))
     assert not at.success
     assert any("token" in str(e.value).lower() for e in at.error), [str(e.value) for e in at.error]
+
+
+def test_form_starts_from_the_job_definition(jobs_app):
+    """The form's starting values are vase.spec.JobSpec's defaults (no default of its own)."""
+    from vase.spec import JobSpec
+
+    at = jobs_app
+    assert [o.split(" (")[0] for o in at.multiselect(key="job_methods").value] == \
+        [m.name for m in JobSpec.default("methods")]
+    assert at.text_input(key="job_budgets").value == ", ".join(map(str, JobSpec.default("budgets")))
+    for key, name in (("job_limit", "limit"), ("job_residual", "residual"), ("job_max_new_tokens", "max_new_tokens"),
+                      ("job_samples", "samples"), ("job_seeds", "seeds")):
+        assert at.number_input(key=key).value == JobSpec.default(name), key
+    assert at.selectbox(key="job_trace").value == JobSpec.default("trace")
+    assert at.checkbox(key="job_fidelity").value is JobSpec.default("fidelity")
+
+
+def test_refused_model_shows_next_to_the_model_field(jobs_app, api_server):
+    from vase.store import open_store
+
+    before = open_store(api_server[1]).list_jobs()[1]
+    at = _fill(jobs_app, methods=["full"])
+    at.text_input(key="job_model").set_value("/etc")
+    at = _submit(at)
+    assert not at.success
+    assert "is not a model this service runs" in (_error_beside(at, "job_model") or ""), [str(e.value) for e in at.error]
+    assert open_store(api_server[1]).list_jobs()[1] == before

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from ..spec import JobInvalid, JobSpec
+from ..spec import ATTENTION_BACKENDS, JobInvalid, JobSpec
 from ..traces import TRACE_LEVELS
 from .common import console, emit_json, fail, progress
 
@@ -38,7 +38,8 @@ def generate(
     top_p: float | None = typer.Option(None, "--top-p"),
     top_k: int | None = typer.Option(None, "--top-k"),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
-    attention_backend: str = typer.Option("auto", "--attention", help="auto | sdpa | flash | eager"),
+    attention_backend: str = typer.Option(JobSpec.default("attention_backend"), "--attention",
+                                          help=" | ".join(ATTENTION_BACKENDS)),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate one answer under one cache method and report evictions, speed and KV memory."""
