@@ -144,11 +144,13 @@ def test_bad_specs_name_the_field(change, field):
 def test_job_defaults_are_the_spec_defaults():
     """One home for each default: a spec built from only a task has them, and they are what the
     CLI's options and the API schema show."""
+    import inspect
+
     from vase.cli.run import bench
 
     spec = JobSpec(task="arith-chain")
     assert [m.label for m in spec.methods] == ["full", "vase"] and spec.budgets == [128]
-    options = {p.name: p.default for p in __import__("inspect").signature(bench).parameters.values()}
+    options = {p.name: p.default for p in inspect.signature(bench).parameters.values()}
     assert options["methods"].default == "full,vase" and options["residual"].default == spec.residual
     assert options["max_new_tokens"].default == spec.max_new_tokens and options["trace"].default == spec.trace
 
