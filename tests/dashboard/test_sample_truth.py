@@ -20,12 +20,14 @@ IDENTICAL = "identical to the full-cache output"
 def nofidelity_url(tmp_path_factory, smollm2) -> str:
     """A real bench run without ``--fidelity``: the full cache and StreamingLLM at a budget far
     below the prompt, so the outputs differ and no sample stores a ``first_divergence``."""
-    from vase.bench import Bench, BenchSpec, MethodSpec
+    from vase.bench import Bench
+    from vase.methods import MethodSpec
+    from vase.spec import JobSpec
     from vase.store import open_store
 
     url = f"sqlite:///{tmp_path_factory.mktemp('dash-nofid') / 'nofid.sqlite'}"
     model, tokenizer = smollm2
-    spec = BenchSpec(
+    spec = JobSpec(
         task="arith-chain",
         limit=1,
         methods=[MethodSpec("full"), MethodSpec("streamingllm")],
