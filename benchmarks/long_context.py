@@ -154,17 +154,28 @@ def run_kvpress(python: Path, model_dir: Path, ids, method: Method, threads: int
 
 
 def profile(model, tokenizer, ids, methods: list[Method], args) -> None:
-    """Operator-level time of one decode per method (prefill included: its ops are listed apart by shape)."""
+    """Operator-level time of the decode steps (the profiler starts after the prefill) per method."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     for method in methods:
         if method.kvpress:
             print(f"--profile skips {method.label} (it runs in another virtualenv)")
             continue
-        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-            r = run_ours(model, tokenizer, ids, method, args)
-        print(f"\n## profile: {method.label}  ({r['tokens_per_s']:.2f} tok/s, eviction share "
-              f"{100 * r['eviction_share']:.1f}%)")
+        prof = torch_profile(activities=[ProfilerActivity.CPU])
+
+        def on_step(step, cache):
+            if step == 1:
+                prof.start()
+
+        r = generate(
+            model, tokenizer, [ids], method=method.method, budget=None if method.method == "full" else args.budget,
+            residual=args.residual, max_new_tokens=args.new_tokens, stop_at_eos=False,
+            use_hf_dynamic_cache=method.hf, on_step=on_step,
+        )[0]
+        prof.stop()
+        share = r.eviction_seconds / r.decode_seconds
+        print(f"\n## profile of decode: {method.label}  ({r.tokens_per_s:.2f} tok/s, eviction {100 * share:.1f}% "
+              f"of decode)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
@@ -259,7 +270,8 @@ def summarise(samples, methods, thread_counts) -> list[dict]:
 def print_report(rows, methods, args, versions) -> None:
     print(f"SmolLM2-135M-Instruct fp32 CPU, prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, "
           f"budget {args.budget}, residual {args.residual}, greedy, repeats {args.repeats}, threads "
-          f"{','.join(map(str, args.threads))}" + (f"; {versions}, SnapKV window {args.snapkv_window}" if versions else ""))
+          f"{','.join(map(str, args.threads))}"
+          + (f"; {versions}, SnapKV window {args.snapkv_window}" if versions else ""))
     print()
     print("| threads | method | decode tok/s | TTFT s | KV MiB allocated | KV MiB held at end | eviction % of decode |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
