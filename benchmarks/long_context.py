@@ -236,8 +236,10 @@ def main() -> None:
             if sample["new_tokens"] != args.new_tokens:
                 raise SystemExit(f"{method.label}: decoded {sample['new_tokens']} tokens, not {args.new_tokens}")
             samples.setdefault((method.label, threads), []).append(sample)
+            share = "" if sample["eviction_share"] is None else f" eviction {100 * sample['eviction_share']:.1f}%"
             print(f"  pass {index} threads={threads} {method.label:36s} {sample['tokens_per_s']:7.2f} tok/s "
-                  f"ttft {sample['ttft_s']:6.2f} s", file=sys.stderr, flush=True)
+                  f"ttft {sample['ttft_s']:6.2f} s KV held {sample['kv_mib_live_end']:.1f} MiB{share}",
+                  file=sys.stderr, flush=True)
 
     rows = summarise(samples, methods, args.threads)
     print_report(rows, methods, args, versions)
