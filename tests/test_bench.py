@@ -205,10 +205,6 @@ def test_cli_bench_json_and_export(smollm2, tmp_path):
     again = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets",
                      "32", "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db, "--json")
     assert json.loads(again.stdout) == rows
-    table = vase_cli("bench", "--task", "fact-recall", "--limit", "1", "--methods", "full,vase-dkv", "--budgets",
-                     "32", "--residual", "8", "--max-new-tokens", "24", "--fidelity", "--db", db)
-    assert "acc % ± SE" in table.stdout and "flex acc % ± SE" in table.stdout
-
     # Samples stored without the flexible verdict (as before migration 0002) get it from `vase regrade`.
     store = open_store(db, cached=False)
     samples = store.list_samples()
@@ -220,10 +216,12 @@ def test_cli_bench_json_and_export(smollm2, tmp_path):
     assert regraded.returncode == 0, regraded.stderr
     payload = json.loads(regraded.stdout)
     assert payload["report"]["samples"] == len(samples) == 2 and payload["report"]["strict_changed"] == 0
-    assert payload["report"]["flex_changed"] == sum(s["flex_rule"] is not None for s in samples)
+    flex_columns = ("correct_flex", "extracted_flex", "flex_rule")
+    assert payload["report"]["flex_changed"] == sum(any(s[k] is not None for k in flex_columns) for s in samples)
     assert [r["accuracy_flex"] for r in payload["rows"]] == [r["accuracy_flex"] for r in rows]
     printed = vase_cli("regrade", "--run", str(rows[0]["run_id"]), "--db", db)
-    assert printed.returncode == 0 and "flex acc % ± SE" in printed.stdout and "re-graded 1 samples" in printed.stderr
+    assert printed.returncode == 0 and "re-graded 1 samples" in printed.stderr
+    assert "acc % ± SE" in printed.stdout and "flex acc % ± SE" in printed.stdout  # the table `vase bench` prints
 
 
 @pytest.mark.parametrize(
