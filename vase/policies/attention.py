@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from .base import EvictionContext, Policy, register
-from .scores import gumbel_keys, key_redundancy, window_attention
+from .scores import gumbel_keys, key_redundancy, reserve_sinks, window_attention
+
+INF = float("inf")
 
 
 @dataclass(frozen=True)
 class WindowAttentionPolicy(Policy):
-    """Scores come from the attention of the recent query window (shared by the family)."""
+    """Scores come from the attention of the recent query window (shared by the family).
+
+    `n_sink`: the first positions always kept (0 for the attention baselines, as in the
+    authors' code; VaSE reserves 4)."""
 
     smoothing: bool = True
     temperature: float = 1.0
+    n_sink: int = 0
     needs_queries = True
+    #: The authors' eviction_mode this class reproduces when n_sink is 0.
+    reference_name: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -27,17 +36,26 @@ class WindowAttentionPolicy(Policy):
 
     def attention(self, ctx: EvictionContext) -> torch.Tensor:
         assert ctx.queries is not None, "the cache must record queries for attention policies"
-        return window_attention(ctx.queries, ctx.keys, smoothing=self.smoothing, temperature=self.temperature)
+        return window_attention(
+            ctx.queries, ctx.keys, smoothing=self.smoothing, temperature=self.temperature, dtype=ctx.score_dtype
+        )
+
+    def with_sinks(self, scores: torch.Tensor, ctx: EvictionContext) -> torch.Tensor:
+        return reserve_sinks(scores, ctx.positions, self.n_sink, INF)
+
+    def reference_mode(self) -> str | None:
+        return self.reference_name if self.n_sink == 0 else None
 
 
 @register
 @dataclass(frozen=True)
 class SnapKV(WindowAttentionPolicy):
     name = "snapkv"
-    description = "Top-K by windowed, smoothed attention (SnapKV-style)."
+    reference_name = "attn"
+    description = "Top-K by windowed, smoothed attention (SnapKV-style); no sinks by default."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        return self.attention(ctx)
+        return self.with_sinks(self.attention(ctx), ctx)
 
 
 @register
@@ -45,10 +63,11 @@ class SnapKV(WindowAttentionPolicy):
 class AttentionSampling(WindowAttentionPolicy):
     name = "attn-sample"
     stochastic = True
-    description = "All K kept tokens drawn without replacement in proportion to attention."
+    reference_name = "attn_sample"
+    description = "All K kept tokens drawn without replacement in proportion to attention; no sinks by default."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        return gumbel_keys(self.attention(ctx), ctx.generators)
+        return self.with_sinks(gumbel_keys(self.attention(ctx), ctx.generators), ctx)
 
 
 @register
@@ -56,7 +75,8 @@ class AttentionSampling(WindowAttentionPolicy):
 class RKV(WindowAttentionPolicy):
     name = "rkv"
     lam: float = 0.5
-    description = "R-KV: lambda * attention - (1 - lambda) * key redundancy, top-K."
+    reference_name = "attn_rkv"
+    description = "R-KV: lambda * attention - (1 - lambda) * key redundancy, top-K; no sinks by default."
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,28 +86,32 @@ class RKV(WindowAttentionPolicy):
             raise InvalidParameter("lam", "must be within [0, 1]", self.lam)
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        return self.lam * self.attention(ctx) - (1.0 - self.lam) * key_redundancy(ctx.keys)
+        redundancy = key_redundancy(ctx.keys, ctx.score_dtype)
+        return self.with_sinks(self.attention(ctx) * self.lam - redundancy * (1.0 - self.lam), ctx)
 
 
 @register
 @dataclass(frozen=True)
 class TOVA(Policy):
     name = "tova"
+    n_sink: int = 0
     needs_queries = True
-    description = "TOVA: keep the tokens the newest query attends to most (GQA-group average)."
+    description = "TOVA: keep the tokens the newest query attends to most (GQA-group average); no sinks by default."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
         assert ctx.newest_query is not None
-        return window_attention(ctx.newest_query, ctx.keys, smoothing=False)
+        scores = window_attention(ctx.newest_query, ctx.keys, smoothing=False)
+        return reserve_sinks(scores, ctx.positions, self.n_sink, INF)
 
 
 @register
 @dataclass(frozen=True)
 class H2O(Policy):
     name = "h2o"
+    n_sink: int = 0
     needs_attention_weights = True
-    description = "H2O heavy hitters: attention accumulated over every step since the token arrived."
+    description = "H2O heavy hitters: attention accumulated since the token arrived; no sinks by default."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
         assert ctx.accumulated_attention is not None
-        return ctx.accumulated_attention
+        return reserve_sinks(ctx.accumulated_attention, ctx.positions, self.n_sink, INF)

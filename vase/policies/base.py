@@ -49,6 +49,9 @@ class EvictionContext:
     accumulated_attention: torch.Tensor | None = None  # [B, H, N] (H2O)
     generators: list[torch.Generator] = field(default_factory=list)  # one per row
     row_states: list[dict] = field(default_factory=list)  # per-row persistent policy state
+    # Reference-exact mode (the authors' code): scores in the model dtype, and policies that keep
+    # a reserved part first give it a rank so the cache can store it in the reference's order.
+    reference_exact: bool = False
 
     @property
     def keep(self) -> int:
@@ -57,6 +60,11 @@ class EvictionContext:
     @property
     def num_candidates(self) -> int:
         return self.keys.shape[2]
+
+    @property
+    def score_dtype(self) -> torch.dtype:
+        """fp32 by default; the model dtype in reference-exact mode (the authors score in it)."""
+        return self.values.dtype if self.reference_exact else torch.float32
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,10 @@ class Policy:
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} does not score candidates")
+
+    def reference_mode(self) -> str | None:
+        """The authors' `eviction_mode` this policy reproduces (reference-exact), or None."""
+        return None
 
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
@@ -175,7 +187,7 @@ def build_policy(name: str, params: dict[str, Any] | None = None) -> Policy:
 def describe_policies() -> list[dict[str, Any]]:
     return [
         {"name": cls.name, "kind": cls.kind, "params": cls.param_defaults(), "stochastic": cls.stochastic,
-         "description": cls.description}
+         "description": cls.description, "reference_mode": cls().reference_mode() if cls.kind == "eviction" else None}
         for cls in _REGISTRY.values()
     ]
 

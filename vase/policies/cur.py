@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -12,6 +13,7 @@ from .scores import cur_scores, gaussian_projection, reserve_sinks
 
 @dataclass(frozen=True)
 class CURPolicy(Policy):
+    reference_name: ClassVar[str]
     rank: int = 20
     n_sink: int = DEFAULT_SINKS
 
@@ -27,15 +29,20 @@ class CURPolicy(Policy):
         return gaussian_projection(ctx.generators, head_dim, self.rank, ctx.keys.device)
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        scores = cur_scores(ctx.keys, ctx.values, self.projection(ctx))
+        scores = cur_scores(ctx.keys, ctx.values, self.projection(ctx), ctx.score_dtype)
         # Normalised scores are <= 1, so sinks set to 1 are kept ahead of everything else.
         return reserve_sinks(scores, ctx.positions, self.n_sink, 1.0)
+
+
+    def reference_mode(self) -> str | None:
+        return self.reference_name if self.rank == 20 and self.n_sink == DEFAULT_SINKS else None
 
 
 @register
 @dataclass(frozen=True)
 class VaSEDKV(CURPolicy):
     name = "vase-dkv"
+    reference_name = "cur_resample_gauss"
     stochastic = True
     description = "VaSE-DKV: ||kG||^2 ||vG||^2 with a fresh Gaussian G at every eviction; attention-free."
 
@@ -44,6 +51,7 @@ class VaSEDKV(CURPolicy):
 @dataclass(frozen=True)
 class CURFixed(CURPolicy):
     name = "cur-fixed"
+    reference_name = "cur_fixed_gauss"
     stochastic = True  # G is random, drawn once per sample
     description = "CUR baseline: the same score with one Gaussian G drawn once and reused."
 

@@ -25,8 +25,12 @@ class StreamingLLM(Policy):
 @dataclass(frozen=True)
 class RandomEviction(Policy):
     name = "random"
+    # 0: draws over every candidate, the sinks included (the project's first definition);
+    # n_sink=4 reserves them, which changes the result several-fold.
+    n_sink: int = 0
     stochastic = True
-    description = "Keep K candidates chosen uniformly at random."
+    description = "Keep K candidates chosen uniformly at random; n_sink=0 draws over the sinks too."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        return uniform_noise(ctx.generators, tuple(ctx.positions.shape[1:]), ctx.keys.device)
+        noise = uniform_noise(ctx.generators, tuple(ctx.positions.shape[1:]), ctx.keys.device)
+        return reserve_sinks(noise, ctx.positions, self.n_sink, float("inf"))

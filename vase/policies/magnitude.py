@@ -34,7 +34,13 @@ class ValueNorm(Policy):
 @dataclass(frozen=True)
 class EvictLarge(Policy):
     name = "evict-large"
-    description = "Ablation: evict the largest-range values (keep the K smallest)."
+    # The authors' ablation reserves no sinks (their values are small: kept anyway).
+    n_sink: int = 0
+    description = "Ablation: evict the largest-range values (keep the K smallest); no sinks by default."
 
     def score(self, ctx: EvictionContext) -> torch.Tensor:
-        return -value_magnitude(ctx.values, "range")
+        scores = -value_magnitude(ctx.values, "range", ctx.score_dtype)
+        return reserve_sinks(scores, ctx.positions, self.n_sink, float("inf"))
+
+    def reference_mode(self) -> str | None:
+        return "evict_large_range" if self.n_sink == 0 else None
