@@ -95,6 +95,9 @@ class Bench:
                 "fidelity": self.spec.fidelity and not run.is_reference, "trace": self.spec.trace,
                 "prompt_template": PROMPT_TEMPLATE_VERSION,
             }
+            if self.spec.reference_exact and not run.is_reference:
+                # Only when on, so the default runs keep the hashes they were stored under.
+                key["reference_exact"] = True
             run_id = self.store.get_or_create_run(
                 self.scope, config_hash(key), task=self.spec.task, method=run.method,
                 model=self.fingerprint["model_id"] or str(self.spec.model), params=run.params, budget=run.budget,
@@ -172,6 +175,7 @@ class Bench:
             eviction_seeds=[eviction_seed(s) for s in seeds],
             sampling=spec.sampling(),
             trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
+            reference_exact=spec.reference_exact,
         )
         return [(index, result, recorder) for index, result in zip(indices, results)]
 
@@ -226,6 +230,7 @@ class Bench:
                 fid = teacher_forced_fidelity(
                     self.model, self.tokenizer, [prompt], [ref], method=run.method, params=run.params,
                     budget=run.budget, residual=run.residual, seeds=[seed], attention_backend=self.spec.attention_backend,
+                    reference_exact=self.spec.reference_exact,
                 )[0]
                 record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,
                               compared_tokens=fid.compared_tokens, kl_per_token=[round(x, 6) for x in fid.kl_per_token])

@@ -8,10 +8,15 @@ Layout and rules (see the algorithm spec):
   right-padded, so padding sits past a row's length and is never attended to nor kept.
 - After each single-token append, a row whose length exceeds the budget and is a multiple of the
   residual evicts: the policy scores every slot but the last `residual`, the top
-  `budget - residual` stay (in position order), the recency window moves right behind them.
+  `budget - residual` stay (in position order; in the order the policy ranks them when the
+  cache is reference-exact), the recency window moves right behind them.
   The eviction runs after that step's attention, as in the authors' implementation.
 - `positions` holds each slot's original token position, so callers can ask which positions
-  layer l, head h holds; rotary positions keep counting the logical length.
+  layer l, head h holds; rotary positions keep counting the logical length. Slot order is
+  position order except in reference-exact mode, where positions follow their tokens' slots.
+- Reference-exact (`CacheConfig.reference_exact`) reproduces the authors' code: kept tokens are
+  written back in the policy's ranking order (so smoothing runs over score-ranked neighbours from
+  the second eviction on) and policies score in the model dtype.
 
 The attention itself runs in `vase.attention`, registered through transformers' AttentionInterface;
 the model finds this cache through the `cache=` keyword that generation passes to the forward.
@@ -44,16 +49,21 @@ class CacheConfig:
     policy: Policy
     budget: int | None
     residual: int = 64
+    reference_exact: bool = False
 
     @classmethod
     def build(
-        cls, method: str, params: dict[str, Any] | None = None, *, budget: int | None = None, residual: int = 64
+        cls, method: str, params: dict[str, Any] | None = None, *, budget: int | None = None, residual: int = 64,
+        reference_exact: bool = False,
     ) -> CacheConfig:
         policy = build_policy(method, params)
         validate_geometry(budget, residual, kind=policy.kind)
         if policy.kind != "none":
             policy.validate(budget, residual)  # type: ignore[arg-type]
-        return cls(policy=policy, budget=budget if policy.kind != "none" else None, residual=residual)
+        if not isinstance(reference_exact, bool):
+            raise InvalidParameter("reference_exact", "must be a boolean", reference_exact)
+        return cls(policy=policy, budget=budget if policy.kind != "none" else None, residual=residual,
+                   reference_exact=reference_exact)
 
     @property
     def evicts(self) -> bool:
@@ -269,11 +279,17 @@ class EvictionLayer(CacheLayerMixin):
             accumulated_attention=self.accumulated[sel, :, :n_candidates] if self.accumulated is not None else None,
             generators=[self.cache.eviction_generators[r] for r in rows],
             row_states=[self.row_states[r] for r in rows],
+            reference_exact=config.reference_exact,
         )
-        scores = policy.score(ctx).float()
+        scores = policy.score(ctx)
+        # Reference-exact keeps the scoring dtype for the top-k too: ties then break as theirs do.
+        scores = scores if config.reference_exact else scores.float()
         # -inf (e.g. zero sampling weight) must still rank above nothing; +inf marks reserved slots.
-        scores = torch.nan_to_num(scores, nan=torch.finfo(torch.float32).min, neginf=torch.finfo(torch.float32).min)
-        kept = scores.topk(keep, dim=-1).indices.sort(dim=-1).values  # slot order == position order
+        lowest = torch.finfo(scores.dtype).min
+        scores = torch.nan_to_num(scores, nan=lowest, neginf=lowest)
+        kept = scores.topk(keep, dim=-1).indices
+        if not config.reference_exact:
+            kept = kept.sort(dim=-1).values  # slot order == position order
 
         sink = self.cache.trace_sink
         if sink is not None:
@@ -311,10 +327,13 @@ class EvictionLayer(CacheLayerMixin):
     ) -> None:
         magnitude = value_magnitude(ctx.values, "range")
         n = ctx.num_candidates
+        # Events list positions ascending, whatever order the slots hold them in.
+        kept = kept.gather(-1, ctx.positions.gather(-1, kept).argsort(dim=-1))
         for i, row in enumerate(rows):
             is_kept = torch.zeros(kept.shape[1], n, dtype=torch.bool, device=kept.device)
             is_kept.scatter_(1, kept[i], True)
             evicted = (~is_kept).nonzero()[:, 1].view(kept.shape[1], n - kept.shape[2])
+            evicted = evicted.gather(-1, ctx.positions[i].gather(1, evicted).argsort(dim=-1))
             sink(
                 EvictionEvent(
                     row=self.cache.row_ids[row],
@@ -324,7 +343,7 @@ class EvictionLayer(CacheLayerMixin):
                     residual=ctx.residual,
                     kept_positions=ctx.positions[i].gather(1, kept[i]).cpu(),
                     evicted_positions=ctx.positions[i].gather(1, evicted).cpu(),
-                    kept_scores=scores[i].gather(1, kept[i]).cpu(),
+                    kept_scores=scores[i].gather(1, kept[i]).float().cpu(),
                     kept_magnitude=magnitude[i].gather(1, kept[i]).cpu(),
                     evicted_magnitude=magnitude[i].gather(1, evicted).cpu(),
                 )

@@ -58,6 +58,7 @@ def teacher_forced_fidelity(
     seeds: Sequence[int] | None = None,
     eviction_seeds: Sequence[int] | None = None,
     attention_backend: str = "auto",
+    reference_exact: bool = False,
 ) -> list[FidelityResult]:
     """Replay each row's full-cache output under `method` and under the full cache, step by step."""
     if len(reference_tokens) != len(prompts):
@@ -65,7 +66,7 @@ def teacher_forced_fidelity(
     longest = max((len(t) for t in reference_tokens), default=0)
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
-        max_new_tokens=max(longest, 1), seeds=seeds, eviction_seeds=eviction_seeds,
+        max_new_tokens=max(longest, 1), seeds=seeds, eviction_seeds=eviction_seeds, reference_exact=reference_exact,
     )
     full_config = CacheConfig.build("full", None, residual=residual)
     common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend)

@@ -237,12 +237,13 @@ class Decoder:
 
 
 def prepare(
-    tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds
+    tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds,
+    reference_exact=False,
 ) -> tuple[CacheConfig, list[list[int]], list[int], list[int]]:
     """Validate a generation request; every rule names the parameter it checks."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InvalidParameter("max_new_tokens", "must be an integer >= 1", max_new_tokens)
-    config = CacheConfig.build(method, params, budget=budget, residual=residual)
+    config = CacheConfig.build(method, params, budget=budget, residual=residual, reference_exact=reference_exact)
     encoded = _encode(tokenizer, prompts)
     seeds = list(seeds) if seeds is not None else list(range(len(encoded)))
     if len(seeds) != len(encoded):
@@ -279,6 +280,7 @@ def generate(
     use_hf_dynamic_cache: bool = False,
     on_step: Callable[[int, Any], None] | None = None,
     profile: bool = False,
+    reference_exact: bool = False,
 ) -> list[GenerationResult]:
     """Generate for each prompt (a batch) under one cache method; one result per prompt, in order.
 
@@ -287,10 +289,11 @@ def generate(
     given continuations teacher-forced, `return_logprobs` keeps each step's log-probabilities.
     `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache with SDPA, as a reference point
     for benchmarks. `profile` synchronises the GPU around evictions so `eviction_seconds` is exact.
+    `reference_exact` runs the cache as the authors' code does (see `vase.cache`).
     """
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
-        max_new_tokens=max_new_tokens, seeds=seeds, eviction_seeds=eviction_seeds,
+        max_new_tokens=max_new_tokens, seeds=seeds, eviction_seeds=eviction_seeds, reference_exact=reference_exact,
     )
     sampling = (sampling or SamplingConfig()).resolved(model)
     if forced_tokens is not None and len(forced_tokens) != len(encoded):

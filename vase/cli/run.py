@@ -40,6 +40,8 @@ def generate(
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
     attention_backend: str = typer.Option(JobSpec.default("attention_backend"), "--attention",
                                           help=" | ".join(ATTENTION_BACKENDS)),
+    reference_exact: bool = typer.Option(JobSpec.default("reference_exact"), "--reference-exact",
+                                         help=JobSpec.describe("reference_exact")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate one answer under one cache method and report evictions, speed and KV memory."""
@@ -49,7 +51,8 @@ def generate(
 
     params = parse_params(param)
     try:
-        CacheConfig.build(method, params, budget=budget, residual=residual)  # fail before loading a model
+        # fail before loading a model
+        CacheConfig.build(method, params, budget=budget, residual=residual, reference_exact=reference_exact)
         sampling = SamplingConfig(do_sample=sample, temperature=temperature, top_p=top_p, top_k=top_k)
         sampling.check()
         if max_new_tokens < 1:
@@ -73,14 +76,15 @@ def generate(
         (result,) = generation.generate(
             model, tokenizer, [text], method=method, params=params, budget=budget, residual=residual,
             max_new_tokens=max_new_tokens, seeds=[seed], sampling=sampling, attention_backend=attention_backend,
-            on_step=(lambda step, cache: bar.update(1)) if bar else None,
+            on_step=(lambda step, cache: bar.update(1)) if bar else None, reference_exact=reference_exact,
         )
     except (InvalidParameter, ValueError) as exc:
         fail(str(exc))
     finally:
         if bar:
             bar.close()
-    payload = {"method": method, "budget": budget, "residual": residual, "seed": seed, **result.as_dict()}
+    payload = {"method": method, "budget": budget, "residual": residual, "seed": seed,
+               "reference_exact": reference_exact, **result.as_dict()}
     if as_json:
         emit_json(payload)
         return
@@ -122,6 +126,8 @@ def bench(
     out: str | None = typer.Option(None, "--out", help="Also export the table to PATH (.csv or .json)."),
     attention_backend: str = typer.Option(JobSpec.default("attention_backend"), "--attention",
                                           help=JobSpec.describe("attention_backend")),
+    reference_exact: bool = typer.Option(JobSpec.default("reference_exact"), "--reference-exact",
+                                         help=JobSpec.describe("reference_exact")),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON rows."),
 ) -> None:
     """Run a method x budget grid on a task, store every sample, print the comparison table."""
@@ -142,6 +148,7 @@ def bench(
             "budgets": budget_list, "residual": residual, "samples": samples, "seeds": seed, "model": model_id,
             "generation": {k: v for k, v in generation.items() if v is not None}, "max_new_tokens": max_new_tokens,
             "fidelity": fidelity, "trace": trace, "attention_backend": attention_backend,
+            "reference_exact": reference_exact,
         }).check()
     except (InvalidParameter, JobInvalid) as exc:
         fail(str(exc))
@@ -167,7 +174,8 @@ def bench(
         emit_json(rows)
         return
     print_table(rows, f"{spec.task}: {rows[0]['n_problems'] if rows else 0} problems x {spec.samples} samples, "
-                      f"residual {spec.residual}, max {spec.max_new_tokens} new tokens")
+                      f"residual {spec.residual}, max {spec.max_new_tokens} new tokens"
+                      + (", reference-exact" if spec.reference_exact else ""))
 
 
 def _export(rows: list[dict], path: str) -> None:

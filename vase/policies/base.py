@@ -62,9 +62,10 @@ class EvictionContext:
         return self.keys.shape[2]
 
     @property
-    def score_dtype(self) -> torch.dtype:
-        """fp32 by default; the model dtype in reference-exact mode (the authors score in it)."""
-        return self.values.dtype if self.reference_exact else torch.float32
+    def score_dtype(self) -> torch.dtype | None:
+        """None (the project's fp32 scoring) by default; in reference-exact mode the model dtype, in
+        which the score functions run the authors' operations."""
+        return self.values.dtype if self.reference_exact else None
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,22 @@ ATTENTION_CHUNK_BYTES = 4 << 20
 
 def window_attention(
     queries: torch.Tensor, keys: torch.Tensor, *, smoothing: bool, temperature: float = 1.0,
-    chunk_bytes: int = ATTENTION_CHUNK_BYTES,
+    chunk_bytes: int = ATTENTION_CHUNK_BYTES, dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Attention of a query window over the candidates, one score per KV head and candidate.
 
     softmax_j(q . k_j / (sqrt(d) * tau)) for each query, averaged over the window; optionally
-    average-pooled along positions (kernel 5, padding 2, stride 1) per query head; then averaged
+    average-pooled along the slots (kernel 5, padding 2, stride 1) per query head; then averaged
     over the query heads of each KV head's GQA group. queries [B, Hq, W, D], keys [B, H, N, D].
     On a CPU, at most `chunk_bytes` of logits per thread exist at a time (but always one KV head's).
+    The slots are in position order unless the cache runs reference-exact. `dtype` (reference-
+    exact): the authors' operations in that dtype (the softmax itself in fp32, as theirs).
     """
     batch, q_heads, window, head_dim = queries.shape
     kv_heads, n = keys.shape[1], keys.shape[2]
     groups = q_heads // kv_heads
+    if dtype is not None:
+        return _reference_window_attention(queries, keys, smoothing=smoothing, temperature=temperature, dtype=dtype)
     scale = math.sqrt(head_dim) * temperature
     # One [G*W, D] x [D, N] product per KV head: the group's queries share its keys, which are
     # therefore never broadcast (copied) once per query head.
@@ -57,9 +61,10 @@ def window_attention(
     return weights.view(batch, kv_heads, groups, n).mean(dim=2)
 
 
-def value_magnitude(values: torch.Tensor, kind: str = "range") -> torch.Tensor:
-    """Magnitude of each value vector over head_dim: range (max - min), variance or L2 norm."""
-    v = values.float()
+def value_magnitude(values: torch.Tensor, kind: str = "range", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Magnitude of each value vector over head_dim: range (max - min), variance or L2 norm; in fp32
+    unless a `dtype` is given (reference-exact)."""
+    v = values.to(dtype or torch.float32)
     if kind == "range":
         return v.amax(dim=-1) - v.amin(dim=-1)
     if kind == "var":
@@ -76,11 +81,13 @@ def reserve_sinks(scores: torch.Tensor, positions: torch.Tensor, n_sink: int, va
     return scores.masked_fill(positions < n_sink, value)
 
 
-def cur_scores(keys: torch.Tensor, values: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+def cur_scores(
+    keys: torch.Tensor, values: torch.Tensor, projection: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """CUR leverage proxy: ||k_j G||^2 * ||v_j G||^2 normalised over j. projection: [B, D, r]."""
     g = projection.to(keys.dtype).unsqueeze(1)  # [B, 1, D, r]
-    k2 = (keys @ g).float().pow(2).sum(dim=-1)
-    v2 = (values @ g).float().pow(2).sum(dim=-1)
+    k2 = (keys @ g).to(dtype or torch.float32).pow(2).sum(dim=-1)
+    v2 = (values @ g).to(dtype or torch.float32).pow(2).sum(dim=-1)
     scores = k2 * v2
     return scores / scores.sum(dim=-1, keepdim=True)
 
@@ -95,13 +102,16 @@ def gaussian_projection(
     return torch.stack(mats)
 
 
-def key_redundancy(keys: torch.Tensor) -> torch.Tensor:
+def key_redundancy(keys: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """R-KV redundancy: softmax over candidates of each key's mean cosine similarity to the others.
 
     Self-similarity is zeroed before the mean (the mean runs over all N candidates, as the
     authors' code does). The sum of a key's similarities to every candidate is its dot product with
     the sum of the unit keys, so no N x N similarity matrix is formed: O(N D) instead of O(N^2 D).
+    `dtype` (reference-exact): the authors' operations (the N x N matrix) in that dtype.
     """
+    if dtype is not None:
+        return _reference_key_redundancy(keys, dtype)
     k = keys.float()
     k = k / (k.norm(dim=-1, keepdim=True) + 1e-8)
     n = keys.shape[2]
@@ -126,3 +136,30 @@ def gumbel_keys(weights: torch.Tensor, generators: list[torch.Generator]) -> tor
     u = u.clamp_(min=torch.finfo(u.dtype).tiny, max=1.0 - torch.finfo(u.dtype).eps)
     gumbel = -torch.log(-torch.log(u))
     return torch.log(weights.float()) + gumbel
+
+
+# -- reference-exact: the authors' operations, in their order and dtype (ties and bf16 rounding
+# then come out as theirs do; the functions above compute the same quantities faster).
+def _reference_window_attention(
+    queries: torch.Tensor, keys: torch.Tensor, *, smoothing: bool, temperature: float, dtype: torch.dtype
+) -> torch.Tensor:
+    batch, q_heads, window, head_dim = queries.shape
+    kv_heads, n = keys.shape[1], keys.shape[2]
+    groups = q_heads // kv_heads
+    q = queries.to(dtype).view(batch, kv_heads, groups, window, head_dim)
+    k = keys.to(dtype).unsqueeze(2)  # [B, H, 1, N, D]
+    logits = torch.matmul(q, k.transpose(-1, -2)) / (math.sqrt(head_dim) * temperature)
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype).mean(dim=-2)  # [B, H, G, N]
+    if smoothing:
+        weights = F.avg_pool1d(
+            weights.reshape(batch, q_heads, n), kernel_size=SMOOTHING_KERNEL, padding=SMOOTHING_KERNEL // 2, stride=1
+        ).view(batch, kv_heads, groups, n)
+    return weights.mean(dim=2)
+
+
+def _reference_key_redundancy(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    k = keys.to(dtype)
+    k = k / (k.norm(dim=-1, keepdim=True) + 1e-8)
+    similarity = k @ k.transpose(-1, -2)  # [B, H, N, N]
+    similarity.diagonal(dim1=-2, dim2=-1).zero_()
+    return similarity.mean(dim=-2).softmax(dim=-1)

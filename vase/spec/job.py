@@ -133,6 +133,9 @@ class JobSpec(_Strict):
         "off", description="Eviction traces: `summary` (per-layer counts and value statistics) or `full` "
                            "(which positions each layer and head held at each step).")
     attention_backend: Literal[ATTENTION_BACKENDS] = Field("auto", description="Attention kernel.")
+    reference_exact: bool = Field(
+        False, description="Run the cache as the authors' code does: kept tokens stored in ranking order (smoothing "
+                           "over slots), scores in the model dtype. Default: position order, fp32.")
     queue: Literal[QUEUE_CHOICES] = Field(
         "auto", description="Worker pool. `auto`: small jobs on the embedded model go to CPU workers, the rest "
                             "to GPU workers.")
