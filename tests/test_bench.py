@@ -110,6 +110,11 @@ def test_resume_adds_only_missing_samples(smollm2, tmp_path):
                   store, model=model, tokenizer=tokenizer)
     assert not {r.run_id for r in other.runs} & {r.run_id for r in first.runs}
     assert other.missing() == other.total_samples == 4
+    # Reference-exact is part of the eviction runs' config hash (the full cache is the same run).
+    exact = Bench(JobSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], reference_exact=True,
+                          **{**SMALL, "max_new_tokens": 16}), store, model=model, tokenizer=tokenizer)
+    assert exact.runs[0].run_id == first.runs[0].run_id and exact.runs[1].run_id != first.runs[1].run_id
+    assert exact.missing() == 2
 
 
 def test_kept_fraction_follows_the_eviction_schedule():
@@ -132,6 +137,8 @@ def test_kept_fraction_follows_the_eviction_schedule():
         ({"budgets": [32, 32]}, "budgets[1]"),
         ({"generation": {"temperature": -1.0}}, "generation.temperature"),
         ({"methods": [MethodSpec("vase"), MethodSpec("vase", {"n_large": 8})]}, "methods[1]"),  # 8 = 32 // 4
+        ({"reference_exact": "yes"}, "reference_exact"),
+        ({"methods": [MethodSpec("vase", {"metric": "max"})]}, "methods[0].params.metric"),
     ],
 )
 def test_bad_specs_name_the_field(change, field):
@@ -153,6 +160,7 @@ def test_job_defaults_are_the_spec_defaults():
     options = {p.name: p.default for p in inspect.signature(bench).parameters.values()}
     assert options["methods"].default == "full,vase" and options["residual"].default == spec.residual
     assert options["max_new_tokens"].default == spec.max_new_tokens and options["trace"].default == spec.trace
+    assert options["reference_exact"].default is spec.reference_exact is False
 
 
 def test_method_list_parsing():

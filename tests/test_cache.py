@@ -84,13 +84,16 @@ def test_eviction_schedule_sinks_window_and_positions(request, fixture, method):
     assert cache.evictions[0] > 0
 
 
-def test_stored_keys_match_their_original_positions(tiny_qwen3):
-    """Layer 0's keys depend only on (token, position): each kept slot equals the full forward's key."""
+@pytest.mark.parametrize("method,params", [("snapkv", None), ("vase", {"n_large": 4})])
+@pytest.mark.parametrize("reference_exact", [False, True])
+def test_stored_keys_match_their_original_positions(tiny_qwen3, method, params, reference_exact):
+    """Layer 0's keys depend only on (token, position): each kept slot equals the full forward's key.
+    Reference-exact slots are not in position order; `positions` must follow them all the same."""
     from transformers import DynamicCache
 
     model, tokenizer = tiny_qwen3
     fed: list[int] = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    config = CacheConfig.build("snapkv", None, budget=24, residual=8)
+    config = CacheConfig.build(method, params, budget=24, residual=8, reference_exact=reference_exact)
     cache = EvictionCache.for_model(model, config, batch_size=1)
     cache.attention_backend = "sdpa"
     with torch.inference_mode(), attention_implementation(model, attention.ATTENTION_NAME):
@@ -111,6 +114,9 @@ def test_stored_keys_match_their_original_positions(tiny_qwen3):
         positions = layer.positions[0, head, :n]
         torch.testing.assert_close(layer.keys[0, head, :n], full_keys[head, positions], atol=1e-5, rtol=1e-5)
         assert torch.equal(layer.held_positions(0, head), positions)
+        assert positions.unique().numel() == n
+        kept = positions[: config.keep]
+        assert bool((kept.diff() > 0).all()) != reference_exact  # ranking order, not position order
 
 
 def test_vase_keeps_the_top_value_range_tokens(smollm2):

@@ -27,6 +27,12 @@ def test_methods_json():
     assert methods["vase"]["params"]["n_sink"] == 4
     assert methods["vase-dkv"]["params"]["rank"] == 20
     assert methods["rkv"]["params"]["lam"] == 0.5
+    # Defaults made explicit, and the paper's ablations with the authors' mode they reproduce.
+    assert methods["random"]["params"]["n_sink"] == 0 and methods["snapkv"]["params"]["n_sink"] == 0
+    assert methods["vase"]["params"]["metric"] == "range"
+    assert methods["vase"]["reference_mode"] == "range_sink_sample_attn"
+    assert methods["range-attn"]["reference_mode"] == "range_attn"
+    assert methods["range-attn"]["params"]["n_sink"] == 0
 
 
 @pytest.mark.parametrize(
@@ -38,6 +44,8 @@ def test_methods_json():
         (["--method", "nope", "--budget", "128"], "method"),
         (["--method", "full", "--max-new-tokens", "0"], "max-new-tokens"),
         (["--method", "vase", "--budget", "128", "--residual", "-4"], "residual"),
+        (["--method", "vase", "--budget", "128", "--residual", "32", "--param", "metric=max"], "metric"),
+        (["--method", "random", "--budget", "128", "--residual", "32", "--param", "n_sink=-1"], "n_sink"),
     ],
 )
 def test_generate_bad_parameters_exit_2_naming_the_parameter(args, name):

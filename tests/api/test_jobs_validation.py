@@ -49,6 +49,9 @@ INVALID = [
     ("top_p above one", job(generation={"top_p": 1.5}), "generation.top_p", "less than or equal to 1"),
     ("trace level", job(trace="verbose"), "trace", "'off', 'summary' or 'full'"),
     ("fidelity not bool", job(fidelity="yes"), "fidelity", "valid boolean"),
+    ("reference_exact not bool", job(reference_exact="yes"), "reference_exact", "valid boolean"),
+    ("unknown magnitude", job(methods=[{"name": "vase", "params": {"metric": "max"}}]), "methods[0].params.metric",
+     "must be one of range, var, l2"),
     ("unknown field", job(budget=64), "budget", "not a field"),
     ("empty model", job(model=""), "model", "at least 1 character"),
     ("NUL in task", job(task="arith\x00chain"), "task", "NUL"),
@@ -165,6 +168,9 @@ def test_defaults_and_routing(client, auth):
     assert [m["name"] for m in spec["methods"]] == ["full", "vase"]
     assert spec["budgets"] == [128] and spec["residual"] == 32 and spec["limit"] == 4
     assert spec["max_new_tokens"] == 256 and spec["trace"] == "off"
+    assert spec["reference_exact"] is False
+    r = client.post("/v1/jobs", json={"task": "arith-chain", "reference_exact": True}, headers=auth)
+    assert r.status_code == 201 and r.json()["spec"]["reference_exact"] is True
     # 4 problems x 2 runs x 256 tokens fits the CPU queue; a hub model never does
     assert r.json()["queue"] == "vase.cpu"
     # a model that is not the embedded one never does (once allowed: see test_allowed_models)

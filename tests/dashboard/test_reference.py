@@ -63,3 +63,18 @@ def test_by_budget_and_throughput():
     tp = paper_throughput("Qwen/Qwen3-14B")
     assert tp["output_len=16384"][4096]["vase"]["tokens_per_s"] == 333.4
     assert paper_throughput("embedded:smollm2-135m-instruct") == {}
+
+
+def test_ablation_rows_map_to_labels_of_real_methods():
+    """Every paper ablation row names a method label the project produces (and its authors' mode)."""
+    from vase.methods import MethodSpec, method_label
+    from vase.policies import build_policy
+    from vase.reference import ABLATION_TO_METHOD, paper_ablation
+
+    for paper_name, label in ABLATION_TO_METHOD.items():
+        spec = MethodSpec.parse(label)
+        assert method_label(spec.name, spec.params) == label
+        mode = build_policy(spec.name, spec.params).reference_mode()
+        if "_" in paper_name:  # the authors' eviction_mode names
+            assert mode == paper_name
+    assert paper_ablation() == {"full": 88.0, "random": 53.2, "evict-large": 14.3}

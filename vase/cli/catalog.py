@@ -8,19 +8,21 @@ from .common import console, emit_json
 
 
 def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the cache methods with their parameters and defaults."""
+    """List the cache methods with their parameters and defaults, and the authors' eviction_mode each
+    reproduces with those defaults (GitHub terarachang/VaSE; `--reference-exact` matches it)."""
     from ..policies import describe_policies
 
     described = describe_policies()
     if as_json:
-        emit_json([{"name": d["name"], "kind": d["kind"], "params": d["params"]} for d in described])
+        emit_json([{"name": d["name"], "kind": d["kind"], "params": d["params"], "stochastic": d["stochastic"],
+                    "reference_mode": d["reference_mode"], "description": d["description"]} for d in described])
         return
     from rich.table import Table
 
-    table = Table("method", "kind", "parameters (defaults)", "description")
+    table = Table("method", "kind", "parameters (defaults)", "authors' mode", "description")
     for d in described:
         params = ", ".join(f"{k}={v}" for k, v in d["params"].items()) or "-"
-        table.add_row(d["name"], d["kind"], params, d["description"])
+        table.add_row(d["name"], d["kind"], params, d["reference_mode"] or "-", d["description"])
     console().print(table)
 
 

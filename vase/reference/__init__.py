@@ -29,7 +29,23 @@ PAPER_TO_METHOD = {
     "full": "full",
     "seerattention-r": "seerattention-r",
 }
-METHOD_TO_PAPER = {ours: paper for paper, ours in PAPER_TO_METHOD.items()}
+#: The paper's ablation rows (its ablation tables name the authors' ``eviction_mode``s; the MATH
+#: ablation in ``paper_tables.json`` names two of its own) -> the project's method labels, as
+#: :func:`vase.methods.method_label` writes them, so an overlay lines them up with the runs.
+ABLATION_TO_METHOD = {
+    "range_sink_sample_attn": "vase",
+    "var_sink_sample_attn": "vase:metric=var",
+    "l2_sink_sample_attn": "vase:metric=l2",
+    "range_sample_attn": "vase:n_sink=0",
+    "range_attn": "range-attn",
+    "attn_sample": "attn-sample",
+    "attn_random": "attn-random",
+    "evict_large_range": "evict-large",
+    "evict-large-value": "evict-large",
+    "evict-random": "random",  # the paper does not say whether its random eviction spares the sinks
+}
+PAPER_TO_METHOD.update({k: v for k, v in ABLATION_TO_METHOD.items() if k not in PAPER_TO_METHOD})
+METHOD_TO_PAPER = {ours: paper for paper, ours in PAPER_TO_METHOD.items() if paper not in ABLATION_TO_METHOD}
 
 #: project task name -> (name in the paper's main table, key prefix in ``accuracy_by_budget``).
 TASK_TO_PAPER = {
@@ -122,16 +138,23 @@ def paper_throughput(model: str | None) -> dict[str, dict[int, dict[str, dict[st
     return out
 
 
+def paper_ablation() -> dict[str, float]:
+    """The paper's MATH ablation (pass@1 percent, Qwen3) per project method label."""
+    return _ours(paper_tables().get("ablation_math_qwen3", {}))
+
+
 def paper_source() -> str:
     return str(paper_tables().get("source", ""))
 
 
 __all__ = [
+    "ABLATION_TO_METHOD",
     "METHOD_TO_PAPER",
     "PAPER_DEFAULT_BUDGET",
     "PAPER_DEFAULT_RESIDUAL",
     "PAPER_TO_METHOD",
     "TASK_TO_PAPER",
+    "paper_ablation",
     "paper_accuracy",
     "paper_accuracy_by_budget",
     "paper_model",
