@@ -240,6 +240,9 @@ class MethodOut(BaseModel):
     stochastic: bool
     description: str
     params: dict[str, Any] = Field(description="Parameters and their defaults.")
+    reference_mode: str | None = Field(
+        None, description="The authors' eviction_mode (GitHub terarachang/VaSE) this method reproduces with these "
+                          "defaults; `reference_exact` jobs match it.")
 
 
 class TaskOut(BaseModel):

@@ -84,6 +84,7 @@ class Bench:
             "task": self.spec.task,
             "limit": self.spec.limit,
             "task_seed": self.spec.task_seed,
+            "reference_exact": self.spec.reference_exact,
         }
         planned = []
         for run in self.spec.runs():

@@ -18,7 +18,8 @@ def _methods() -> tuple[MethodOut, ...]:
     from vase.policies import describe_policies
 
     return tuple(MethodOut(name=d["name"], kind=d["kind"], stochastic=bool(d["stochastic"]),
-                           description=d["description"] or "", params=d["params"]) for d in describe_policies())
+                           description=d["description"] or "", params=d["params"],
+                           reference_mode=d["reference_mode"]) for d in describe_policies())
 
 
 @router.get("/methods", response_model=list[MethodOut], summary="Cache methods and their parameters",

@@ -283,6 +283,7 @@ def test_cancel_a_queued_job(client, auth):
 def test_catalog_and_probes(client):
     methods = {m["name"]: m for m in client.get("/v1/methods").json()}
     assert methods["full"]["kind"] == "none" and methods["vase"]["params"]["n_sink"] == 4
+    assert methods["range-attn"]["reference_mode"] == "range_attn" and methods["tova"]["reference_mode"] is None
     tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
     assert tasks["arith-chain"]["offline"] is True and tasks["gsm8k"]["offline"] is False
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -186,6 +186,10 @@ def test_geometry_rules_name_the_parameter(budget, residual, param):
         ("value-norm", {"metric": "max"}, "metric"),
         ("snapkv", {"window": 3}, "window"),
         ("vase", {"n_large": "many"}, "n_large"),
+        ("vase", {"metric": "max"}, "metric"),
+        ("range-attn", {"metric": "mean"}, "metric"),
+        ("random", {"n_sink": -1}, "n_sink"),
+        ("snapkv", {"n_sink": 1.5}, "n_sink"),
         ("nope", {}, "method"),
     ],
 )
@@ -208,5 +212,51 @@ def test_vase_reserve_must_leave_room_for_sampling():
 
 def test_registry_has_every_method_of_the_spec():
     expected = {"full", "vase", "vase-dkv", "snapkv", "attn-sample", "rkv", "cur-fixed", "value-norm",
-                "streamingllm", "h2o", "tova", "random", "evict-large", "attn-random", "quest"}
+                "streamingllm", "h2o", "tova", "random", "evict-large", "attn-random", "quest", "range-attn"}
     assert expected <= set(policy_names())
+
+
+def _context(tensors, *, budget=9, residual=1, reference_exact=False, rows=B):
+    positions = torch.arange(N).expand(B, H, N)
+    return EvictionContext(keys=tensors["k"], values=tensors["v"], positions=positions, budget=budget,
+                           residual=residual, queries=tensors["q"],
+                           generators=[torch.Generator().manual_seed(i) for i in range(rows)],
+                           reference_exact=reference_exact)
+
+
+@pytest.mark.parametrize("n_sink", [0, 4])
+def test_random_reserves_the_sinks_only_when_asked(tensors, n_sink):
+    policy = build_policy("random", {"n_sink": n_sink})
+    kept_sinks = 0
+    for seed in range(20):
+        ctx = _context(tensors)
+        ctx.generators = [torch.Generator().manual_seed(seed + 100 * b) for b in range(B)]
+        kept = policy.score(ctx).topk(ctx.keep, dim=-1).indices
+        kept_sinks += int((kept < 4).sum())
+    full = 20 * B * H * 4
+    assert (kept_sinks == full) == (n_sink == 4)
+
+
+@pytest.mark.parametrize("metric", ["range", "var", "l2"])
+def test_range_attn_keeps_the_largest_values_then_attention_top_k(tensors, metric):
+    ctx = _context(tensors)
+    n_large = 3
+    kept = build_policy("range-attn", {"n_large": n_large, "metric": metric}).score(ctx).topk(ctx.keep, -1).indices
+    magnitude = value_magnitude(tensors["v"], metric)
+    reserved = magnitude.topk(n_large, dim=-1).indices
+    rest = direct_attention(tensors["q"], tensors["k"], True).scatter(-1, reserved, -1.0)
+    expected = torch.cat([reserved, rest.topk(ctx.keep - n_large, dim=-1).indices], dim=-1)
+    assert torch.equal(kept.sort(-1).values, expected.sort(-1).values)
+
+
+@pytest.mark.parametrize("metric", ["range", "var", "l2"])
+def test_vase_reserves_the_largest_of_its_metric_in_their_order_when_reference_exact(tensors, metric):
+    n_large = 3
+    policy = build_policy("vase", {"n_large": n_large, "metric": metric, "n_sink": 0})
+    magnitude = value_magnitude(tensors["v"], metric)
+    reserved = magnitude.topk(n_large, dim=-1).indices  # largest first
+    exact = policy.score(_context(tensors, reference_exact=True)).topk(8, dim=-1).indices
+    assert torch.equal(exact[..., :n_large], reserved)
+    default = policy.score(_context(tensors)).topk(8, dim=-1).indices
+    assert torch.equal(default[..., :n_large].sort(-1).values, reserved.sort(-1).values)
+    assert torch.equal(default.sort(-1).values, exact.sort(-1).values)  # same draw, only the order differs
