@@ -256,6 +256,11 @@ def _submit_form() -> None:
             c2, errors, "fidelity", "checkbox", "Fidelity (KL, top-1 vs full cache)",
             value=JobSpec.default("fidelity"), key="job_fidelity", help=JobSpec.describe("fidelity"),
         )
+        reference_exact = _field(
+            c2, errors, "reference_exact", "checkbox", "Reference-exact (the authors' cache order and dtype)",
+            value=JobSpec.default("reference_exact"), key="job_reference_exact",
+            help=JobSpec.describe("reference_exact"),
+        )
         seeds = _field(c3, errors, "seeds", "number_input", "Seed", min_value=0, value=JobSpec.default("seeds"),
                        step=1, key="job_seeds", help=JobSpec.describe("seeds"))
         decoding = _field(
@@ -315,6 +320,7 @@ def _submit_form() -> None:
             "seeds": int(seeds),
             "max_new_tokens": int(max_new),
             "fidelity": bool(fidelity),
+            "reference_exact": bool(reference_exact),
             "trace": trace,
             "methods": [{"name": m, "params": params.get(m, {})} for m in chosen],
         }

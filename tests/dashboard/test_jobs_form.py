@@ -84,7 +84,9 @@ def test_form_is_built_from_the_api(jobs_app):
 def test_valid_job_is_posted(jobs_app, api_server):
     from vase.store import open_store
 
-    at = _submit(_fill(jobs_app, methods=["full"]))
+    at = _fill(jobs_app, methods=["full"])
+    at.checkbox(key="job_reference_exact").set_value(True)
+    at = _submit(at)
     success = [str(s.value) for s in at.success]
     assert success and "submitted" in success[0], [str(e.value) for e in at.error]
     jobs, total = open_store(api_server[1]).list_jobs()
@@ -93,6 +95,7 @@ def test_valid_job_is_posted(jobs_app, api_server):
     assert job["task"] == "arith-chain" and job["owner"] == "api-token"
     spec = job["spec"]
     assert [m["name"] for m in spec["methods"]] == ["full"] and spec["max_new_tokens"] == 2 and spec["limit"] == 1
+    assert spec["reference_exact"] is True
     # the jobs table lists it
     at.run()
     table = at.dataframe[0].value
@@ -148,6 +151,7 @@ def test_form_starts_from_the_job_definition(jobs_app):
         assert at.number_input(key=key).value == JobSpec.default(name), key
     assert at.selectbox(key="job_trace").value == JobSpec.default("trace")
     assert at.checkbox(key="job_fidelity").value is JobSpec.default("fidelity")
+    assert at.checkbox(key="job_reference_exact").value is JobSpec.default("reference_exact")
 
 
 def test_refused_model_shows_next_to_the_model_field(jobs_app, api_server):
