@@ -255,6 +255,8 @@ def test_cli_regrade_bad_input_exits_2(args, name, tmp_path):
         (["--max-new-tokens", "200000"], "max_new_tokens"),
         # n_large defaults to budget // 4 = 8: the same run twice
         (["--methods", "vase,vase:n_large=8", "--budgets", "32", "--residual", "8"], "methods[1]: repeats methods[0]"),
+        (["--greedy", "--temperature", "0.7"], "temperature"),
+        (["--greedy", "--top-p", "0.9"], "top_p"),
     ],
 )
 def test_cli_bench_bad_input_exits_2(args, name, tmp_path):

@@ -115,3 +115,22 @@ def test_result_reports_speed_and_memory(tiny_qwen3):
     assert evict.kv_cache_bytes_peak == 2 * layers * heads * (max(prompt, 16) + 8) * dim * 4
     assert full.kv_cache_bytes_peak == 2 * layers * heads * (prompt + 48) * dim * 4
     assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("given", [{"temperature": 0.7}, {"top_p": 0.9}, {"top_k": 5}])
+def test_a_sampling_parameter_without_do_sample_implies_sampling(tiny_qwen3, given):
+    model, tokenizer = tiny_qwen3
+    assert not model.generation_config.do_sample  # the default alone would decode greedily
+    assert SamplingConfig(**given).resolved(model).do_sample is True
+    assert SamplingConfig().resolved(model).do_sample is False
+    hot = SamplingConfig(temperature=50.0)
+    runs = [generate(model, tokenizer, PROMPTS[:1], max_new_tokens=12, sampling=hot, seeds=[s])[0].tokens
+            for s in (1, 2)]
+    assert runs[0] != runs[1]  # really sampled: different seeds, different tokens
+
+
+@pytest.mark.parametrize("name,value", [("temperature", 0.7), ("top_p", 0.9), ("top_k", 5)])
+def test_a_sampling_parameter_with_greedy_is_refused(name, value):
+    with pytest.raises(InvalidParameter) as err:
+        SamplingConfig(do_sample=False, **{name: value}).check()
+    assert err.value.param == name

@@ -18,7 +18,12 @@ from .policies import InvalidParameter
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Token selection. None fields fall back to the model's generation config."""
+    """Token selection. None fields fall back to the model's generation config.
+
+    A temperature, top-p or top-k given while `do_sample` is unset implies sampling: the embedded
+    model's generation config decodes greedily, which would silently ignore them. Given together
+    with an explicit `do_sample=False` they are refused (they would have no effect).
+    """
 
     do_sample: bool | None = None
     temperature: float | None = None
@@ -35,15 +40,30 @@ class SamplingConfig:
             return default if found is None else found
 
         out = SamplingConfig(
-            do_sample=bool(pick(self.do_sample, "do_sample", False)),
+            do_sample=True if self.implies_sampling else bool(pick(self.do_sample, "do_sample", False)),
             temperature=float(pick(self.temperature, "temperature", 1.0)),
             top_p=float(pick(self.top_p, "top_p", 1.0)),
             top_k=int(pick(self.top_k, "top_k", 0) or 0),
         )
-        out.check()
+        self.check()
+        out.check_ranges()  # the model's own defaults may sit beside do_sample=False: no conflict check
         return out
 
+    @property
+    def implies_sampling(self) -> bool:
+        return self.do_sample is None and self.sampling_parameter() is not None
+
+    def sampling_parameter(self) -> str | None:
+        """The first sampling-only parameter that is set, if any."""
+        return next((name for name in ("temperature", "top_p", "top_k") if getattr(self, name) is not None), None)
+
     def check(self) -> None:
+        if self.do_sample is False and self.sampling_parameter() is not None:
+            name = self.sampling_parameter()
+            raise InvalidParameter(name, "only applies when sampling; drop it or the greedy choice", getattr(self, name))
+        self.check_ranges()
+
+    def check_ranges(self) -> None:
         if self.temperature is not None and self.temperature <= 0:
             raise InvalidParameter("temperature", "must be > 0", self.temperature)
         if self.top_p is not None and not 0 < self.top_p <= 1:

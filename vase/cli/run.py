@@ -12,6 +12,8 @@ from ..spec import ATTENTION_BACKENDS, JobInvalid, JobSpec
 from ..traces import TRACE_LEVELS
 from .common import console, emit_json, fail, progress
 
+IMPLIES_SAMPLING = "Given without --sample/--greedy it implies --sample; with --greedy it is refused (exit 2)."
+
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """`--param n_large=16 --param smoothing=false` → {"n_large": 16, "smoothing": False}."""
@@ -34,9 +36,9 @@ def generate(
     param: list[str] = typer.Option([], "--param", help="Method parameter NAME=VALUE (repeatable)."),
     model_id: str | None = typer.Option(None, "--model", help="HF hub id or local path; default: embedded SmolLM2."),
     sample: bool | None = typer.Option(None, "--sample/--greedy", help="Default: the model's generation config."),
-    temperature: float | None = typer.Option(None, "--temperature"),
-    top_p: float | None = typer.Option(None, "--top-p"),
-    top_k: int | None = typer.Option(None, "--top-k"),
+    temperature: float | None = typer.Option(None, "--temperature", help=f"Sampling temperature. {IMPLIES_SAMPLING}"),
+    top_p: float | None = typer.Option(None, "--top-p", help=f"Nucleus sampling mass. {IMPLIES_SAMPLING}"),
+    top_k: int | None = typer.Option(None, "--top-k", help=f"Top-k sampling. {IMPLIES_SAMPLING}"),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
     attention_backend: str = typer.Option(JobSpec.default("attention_backend"), "--attention",
                                           help=" | ".join(ATTENTION_BACKENDS)),
@@ -117,9 +119,9 @@ def bench(
                                        help=JobSpec.describe("max_new_tokens")),
     model_id: str | None = typer.Option(None, "--model", help="HF hub id or local path; default: embedded SmolLM2."),
     sample: bool | None = typer.Option(None, "--sample/--greedy", help="Default: the model's generation config."),
-    temperature: float | None = typer.Option(None, "--temperature"),
-    top_p: float | None = typer.Option(None, "--top-p"),
-    top_k: int | None = typer.Option(None, "--top-k"),
+    temperature: float | None = typer.Option(None, "--temperature", help=f"Sampling temperature. {IMPLIES_SAMPLING}"),
+    top_p: float | None = typer.Option(None, "--top-p", help=f"Nucleus sampling mass. {IMPLIES_SAMPLING}"),
+    top_k: int | None = typer.Option(None, "--top-k", help=f"Top-k sampling. {IMPLIES_SAMPLING}"),
     fidelity: bool = typer.Option(JobSpec.default("fidelity"), "--fidelity", help=JobSpec.describe("fidelity")),
     trace: str = typer.Option(JobSpec.default("trace"), "--trace", help=" | ".join(TRACE_LEVELS)),
     db: str | None = typer.Option(None, "--db", help="Database URL (default: the embedded SQLite file)."),

@@ -78,8 +78,9 @@ class MethodChoice(_Strict):
 class GenerationSpec(_Strict):
     """Sampling parameters; unset ones follow the model's generation config."""
 
-    do_sample: bool | None = Field(None, description="Sample (true) or decode greedily (false). Default: the "
-                                                     "model's generation config.")
+    do_sample: bool | None = Field(None, description="Sample (true) or decode greedily (false). Default: "
+                                                     "sampling when temperature, top_p or top_k is set, else the "
+                                                     "model's generation config; with false they are refused.")
     temperature: float | None = Field(None, gt=0, le=100, description="Sampling temperature (> 0).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
     top_k: int | None = Field(None, ge=0, le=1_000_000, description="Top-k sampling (0 disables it).")
