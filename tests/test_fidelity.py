@@ -3,6 +3,11 @@
 from vase.fidelity import first_divergence, teacher_forced_fidelity
 from vase.generation import generate
 
+
+def first_eviction_length(prompt_len: int, budget: int, residual: int) -> int:
+    """The logical length at the first eviction: the first multiple of `residual` above budget and prompt."""
+    return (max(budget, prompt_len) // residual + 1) * residual
+
 PROMPTS = ["Once upon a time, in a land of tall mountains and deep rivers,", "List the primes below 50:"]
 
 
@@ -23,7 +28,7 @@ def test_budget_above_length_is_zero_and_small_budget_drifts(smollm2):
     tight = teacher_forced_fidelity(model, tokenizer, PROMPTS[:1], reference, method="streamingllm", budget=24,
                                     residual=8)[0]
     prompt_len = len(tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"])
-    assert tight.compared_tokens == 48 - max(0, 24 - prompt_len + 1)
+    assert tight.compared_tokens == 48 - 1 - (first_eviction_length(prompt_len, 24, 8) - prompt_len)
     assert tight.kl_mean > 0 and 0 <= tight.top1_agreement <= 1
     assert all(value >= 0 for value in tight.kl_per_token)
 
@@ -43,3 +48,19 @@ def test_first_divergence():
     assert first_divergence([1, 2, 3], [1, 2, 3]) is None
     assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
     assert first_divergence([1, 2, 3], [1, 2]) == 2
+
+
+def test_the_window_starts_at_the_first_eviction(tiny_qwen3):
+    """Steps before the first eviction are not compared (their logits equal the full cache's);
+    the first compared step is the first whose logits saw an evicted cache, and its KL is > 0."""
+    model, tokenizer = tiny_qwen3
+    prompts = [PROMPTS[0] + " " + PROMPTS[1]]
+    reference = [r.tokens for r in generate(model, tokenizer, prompts, max_new_tokens=40, stop_at_eos=False)]
+    prompt_len = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+    budget, residual = 16, 8
+    assert prompt_len > budget  # the old rule (prompt + step > budget) compared every step
+    result = teacher_forced_fidelity(model, tokenizer, prompts, reference, method="streamingllm", budget=budget,
+                                     residual=residual)[0]
+    steps_before = first_eviction_length(prompt_len, budget, residual) - prompt_len
+    assert result.compared_tokens == 40 - 1 - steps_before < 40
+    assert result.kl_per_token[0] > 0

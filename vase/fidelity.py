@@ -1,8 +1,12 @@
 """Fidelity to the full cache: how far a method's next-token distributions drift from full attention.
 
 The full-cache output is replayed teacher-forced through two caches in lockstep, the full one and
-the method's, so both see exactly the same tokens; at every step after the method's cache first
-exceeds its budget we measure KL(full || method) and whether the top-1 tokens agree. At CPU scale,
+the method's, so both see exactly the same tokens; at every step after the method's first eviction
+(the first whose logits were computed on an evicted cache; an eviction runs after its step's
+attention) we measure KL(full || method) and whether the top-1 tokens agree. Before that the two
+caches hold the same tokens and the logits are equal, so counting those steps would only dilute
+the mean. Selection methods (no evictions) are compared once the cache exceeds the budget, when
+their selection starts. At CPU scale,
 where small models score near zero on reasoning tasks, this is the sensitive quality signal.
 """
 
@@ -20,7 +24,7 @@ from .generation import Decoder, attention_implementation, pad_id, prepare
 
 @dataclass
 class FidelityResult:
-    compared_tokens: int  # steps after the budget was first exceeded
+    compared_tokens: int  # steps after the first eviction (selection methods: over the budget)
     kl_mean: float | None  # mean KL(full || method) in nats over those steps
     top1_agreement: float | None  # share of those steps where both argmax tokens agree
     kl_per_token: list[float] = field(default_factory=list)
@@ -76,14 +80,21 @@ def teacher_forced_fidelity(
     agree: dict[int, list[bool]] = {row: [] for row in range(len(encoded))}
     limit = config.budget if config.budget is not None else -1
 
+    def compared(i: int, row: int, step: int, evicted_before: list[int]) -> bool:
+        """Whether this step's logits can differ from the full cache's (see the module docstring)."""
+        if config.evicts:
+            return evicted_before[i] > 0
+        return under_test.prompt_lengths[row] + step > limit
+
     with attention_implementation(model, under_test.implementation):
+        evicted_before = [0] * len(under_test.rows)  # evictions before the forward that made `logits`
         logits, full_logits = under_test.prefill(), full.prefill()
         step = 0
         while True:
             divergence = kl_divergence(full_logits, logits).tolist()
             same_top1 = (full_logits.argmax(-1) == logits.argmax(-1)).tolist()
             for i, row in enumerate(under_test.rows):
-                if under_test.prompt_lengths[row] + step > limit:
+                if compared(i, row, step, evicted_before):
                     kl[row].append(divergence[i])
                     agree[row].append(bool(same_top1[i]))
             step += 1
@@ -94,6 +105,7 @@ def teacher_forced_fidelity(
                 under_test.drop(keep)
                 full.drop(keep)
             forced = [int(reference_tokens[row][step - 1]) for row in under_test.rows]
+            evicted_before = [under_test.evictions(i) for i in range(len(under_test.rows))]
             logits, full_logits = under_test.step(forced), full.step(forced)
 
     results = []
