@@ -123,6 +123,23 @@ def test_kept_fraction_follows_the_eviction_schedule():
     # Prompt longer than the budget: the first eviction waits for the next multiple above the prompt.
     assert kept_fraction(45, 32, 8, 1) == pytest.approx(32 / 48)
     assert kept_fraction(20, None, 8, 0) is None
+    # Evicted at the end of the prefill: the first eviction at the prompt's length, then every residual.
+    assert kept_fraction(45, 32, 8, 2, evict_after_prefill=True) == pytest.approx((32 / 45 + 32 / 53) / 2)
+    assert kept_fraction(20, 32, 8, 1, evict_after_prefill=True) == pytest.approx(32 / 40)
+
+
+def test_evict_after_prefill_is_part_of_the_run_identity(tiny_qwen3, tmp_path):
+    model, tokenizer = tiny_qwen3
+    store = open_store(f"sqlite:///{tmp_path / 'plan.sqlite'}", cached=False)
+    spec = dict(SMALL, methods=[MethodSpec("full"), MethodSpec("snapkv")])
+    off = Bench(JobSpec(**spec), store, model=model, tokenizer=tokenizer)
+    on = Bench(JobSpec(**spec, evict_after_prefill=True), store, model=model, tokenizer=tokenizer)
+    assert not {r.run_id for r in on.runs} & {r.run_id for r in off.runs}
+    again = Bench(JobSpec(**spec), store, model=model, tokenizer=tokenizer)
+    assert [r.run_id for r in again.runs] == [r.run_id for r in off.runs]
+    with pytest.raises(JobInvalid) as err:
+        JobSpec.parse(dict(spec, evict_after_prefill="yes"))
+    assert err.value.field == "evict_after_prefill"
 
 
 @pytest.mark.parametrize(

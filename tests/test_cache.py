@@ -12,9 +12,11 @@ from vase.policies.scores import value_magnitude
 PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning there was a small village by the sea."
 
 
-def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sink=None, prompt=PROMPT):
+def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sink=None, prompt=PROMPT,
+          evict_after_prefill=False):
     """Prefill then feed greedy tokens one by one; yields (cache, logical length) after every step."""
-    config = CacheConfig.build(method, params, budget=budget, residual=residual)
+    config = CacheConfig.build(method, params, budget=budget, residual=residual,
+                               evict_after_prefill=evict_after_prefill)
     cache = EvictionCache.for_model(model, config, batch_size=1, trace_sink=sink, max_new_tokens=steps + 1)
     cache.attention_backend = "sdpa"
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
@@ -82,6 +84,41 @@ def test_eviction_schedule_sinks_window_and_positions(request, fixture, method):
             if method in ("vase", "vase-dkv", "streamingllm"):
                 assert torch.isin(torch.arange(4), held).all()  # sinks
     assert cache.evictions[0] > 0
+
+
+@pytest.mark.parametrize("method", ["vase", "vase-dkv", "snapkv", "streamingllm", "h2o", "random"])
+def test_evict_after_prefill_leaves_the_cache_at_the_budget(tiny_qwen3, method):
+    """With evict_after_prefill a prompt over the budget is evicted at the end of the prefill: the
+    cache holds `budget` tokens (the prompt's last `residual` among them) before the first decode
+    step; later evictions follow the usual schedule from there."""
+    model, tokenizer = tiny_qwen3
+    budget, residual = 16, 8
+    params = {"n_large": 4} if method == "vase" else None
+    prompt_len = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+    assert prompt_len > budget
+    steps = drive(model, tokenizer, method, budget=budget, residual=residual, steps=20, params=params,
+                  evict_after_prefill=True)
+    cache, logical = next(steps)
+    assert logical == prompt_len
+    assert [layer.lengths[0] for layer in cache.layers] == [budget] * len(cache.layers)
+    assert cache.evictions == [1]
+    for layer in cache.layers:
+        held = layer.positions[0, :, :budget]
+        assert (held.diff(dim=-1) > 0).all()
+        assert torch.isin(torch.arange(prompt_len - residual, prompt_len), held).all()
+    expected = budget
+    for cache, logical in steps:
+        expected += 1
+        if expected % residual == 0 and expected > budget:
+            expected = budget
+        assert [layer.lengths[0] for layer in cache.layers] == [expected] * len(cache.layers)
+    # Off (the default, as in the authors' code): the prefill stores the whole prompt.
+    cache, _ = next(drive(model, tokenizer, method, budget=budget, residual=residual, steps=0, params=params))
+    assert cache.layers[0].lengths[0] == prompt_len and cache.evictions == [0]
+    # A prompt within the budget is not evicted either way.
+    cache, _ = next(drive(model, tokenizer, method, budget=64, residual=residual, steps=0, params=params,
+                          evict_after_prefill=True))
+    assert cache.layers[0].lengths[0] == prompt_len and cache.evictions == [0]
 
 
 @pytest.mark.parametrize("method,params", [("snapkv", None), ("vase", {"n_large": 4})])

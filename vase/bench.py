@@ -85,6 +85,7 @@ class Bench:
             "limit": self.spec.limit,
             "task_seed": self.spec.task_seed,
             "reference_exact": self.spec.reference_exact,
+            "evict_after_prefill": self.spec.evict_after_prefill,
         }
         planned = []
         for run in self.spec.runs():
@@ -93,6 +94,8 @@ class Bench:
                 "dtype": self.fingerprint["dtype"], "task": self.spec.task, "limit": self.spec.limit,
                 "task_seed": self.spec.task_seed, "dataset": self.dataset_fingerprint, "method": run.method,
                 "params": run.params, "budget": run.budget, "residual": run.residual, "generation": generation,
+                # Only when on, so runs stored before the option existed keep their hash.
+                **({"evict_after_prefill": True} if self.spec.evict_after_prefill else {}),
                 "fidelity": self.spec.fidelity and not run.is_reference, "trace": self.spec.trace,
                 "prompt_template": PROMPT_TEMPLATE_VERSION,
             }
@@ -172,7 +175,8 @@ class Bench:
         seeds = [sample_seed(spec.seeds, problem_id, i) for i in indices]
         results = generate(
             self.model, self.tokenizer, [prompt] * len(indices), method=run.method, params=run.params,
-            budget=run.budget, residual=run.residual, max_new_tokens=spec.max_new_tokens, seeds=seeds,
+            budget=run.budget, residual=run.residual, evict_after_prefill=spec.evict_after_prefill,
+            max_new_tokens=spec.max_new_tokens, seeds=seeds,
             eviction_seeds=[eviction_seed(s) for s in seeds],
             sampling=spec.sampling(),
             trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
@@ -213,7 +217,8 @@ class Bench:
             "tokens_per_s": result.tokens_per_s,
             "kv_bytes_peak": result.kv_cache_bytes_peak,
             "evictions": result.evictions,
-            "sparsity": kept_fraction(result.prompt_tokens, run.budget, run.residual, result.evictions),
+            "sparsity": kept_fraction(result.prompt_tokens, run.budget, run.residual, result.evictions,
+                                      evict_after_prefill=self.spec.evict_after_prefill),
             "loop_detected": loop is not None,
             "loop_start": loop.start if loop else None,
             "loop_span": self.tokenizer.decode(loop.span) if loop else None,
@@ -230,7 +235,8 @@ class Bench:
             if ref:
                 fid = teacher_forced_fidelity(
                     self.model, self.tokenizer, [prompt], [ref], method=run.method, params=run.params,
-                    budget=run.budget, residual=run.residual, seeds=[seed], attention_backend=self.spec.attention_backend,
+                    budget=run.budget, residual=run.residual, evict_after_prefill=self.spec.evict_after_prefill,
+                    seeds=[seed], attention_backend=self.spec.attention_backend,
                     reference_exact=self.spec.reference_exact,
                 )[0]
                 record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,
@@ -247,15 +253,20 @@ class Bench:
         return sorted(self.store.results(run_ids=list(order)), key=lambda row: order[row["run_id"]])
 
 
-def kept_fraction(prompt_tokens: int, budget: int | None, residual: int, evictions: int) -> float | None:
+def kept_fraction(prompt_tokens: int, budget: int | None, residual: int, evictions: int, *,
+                  evict_after_prefill: bool = False) -> float | None:
     """Mean over a sample's evictions of kept / logical length (`vase.metrics.sparsity`).
 
     Evictions are deterministic in time: the first at the smallest multiple of `residual` above
-    max(budget, prompt), then one every `residual` tokens; each leaves `budget` tokens.
+    max(budget, prompt) (with `evict_after_prefill` and a prompt over the budget: at the end of the
+    prefill), then one every `residual` tokens; each leaves `budget` tokens.
     """
     if budget is None or evictions == 0:
         return None
-    first = (max(budget, prompt_tokens) // residual + 1) * residual
+    if evict_after_prefill and prompt_tokens > budget:
+        first = prompt_tokens
+    else:
+        first = (max(budget, prompt_tokens) // residual + 1) * residual
     lengths = [first + k * residual for k in range(evictions)]
     return sum(sparsity(budget, n) for n in lengths) / len(lengths)
 

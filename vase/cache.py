@@ -7,9 +7,12 @@ Layout and rules (see the algorithm spec):
 - Rows are stored left-aligned: a row's tokens occupy slots [0, length[row]). Prompts arrive
   right-padded, so padding sits past a row's length and is never attended to nor kept.
 - After each single-token append, a row whose length exceeds the budget and is a multiple of the
-  residual evicts: the policy scores every slot but the last `residual`, the top
-  `budget - residual` stay (in position order; in the order the policy ranks them when the
-  cache is reference-exact), the recency window moves right behind them.
+  residual evicts (with `evict_after_prefill`, a row whose prompt exceeds the budget also evicts
+  once at the end of the prefill, so the cache is at the budget before the first token; the
+  authors' code evicts only during decoding, so reference-exact runs leave it off): the policy
+  scores every slot but the last `residual`, the top `budget - residual` stay (in position order;
+  in the order the policy ranks them when the cache is reference-exact), the recency window moves
+  right behind them.
   The eviction runs after that step's attention, as in the authors' implementation.
 - `positions` holds each slot's original token position, so callers can ask which positions
   layer l, head h holds; rotary positions keep counting the logical length. Slot order is
@@ -50,20 +53,24 @@ class CacheConfig:
     budget: int | None
     residual: int = 64
     reference_exact: bool = False
+    evict_after_prefill: bool = False
 
     @classmethod
     def build(
         cls, method: str, params: dict[str, Any] | None = None, *, budget: int | None = None, residual: int = 64,
         reference_exact: bool = False,
+        evict_after_prefill: bool = False,
     ) -> CacheConfig:
         policy = build_policy(method, params)
         validate_geometry(budget, residual, kind=policy.kind)
+        if not isinstance(evict_after_prefill, bool):
+            raise InvalidParameter("evict_after_prefill", "must be true or false", evict_after_prefill)
         if policy.kind != "none":
             policy.validate(budget, residual)  # type: ignore[arg-type]
         if not isinstance(reference_exact, bool):
             raise InvalidParameter("reference_exact", "must be a boolean", reference_exact)
         return cls(policy=policy, budget=budget if policy.kind != "none" else None, residual=residual,
-                   reference_exact=reference_exact)
+                   reference_exact=reference_exact, evict_after_prefill=evict_after_prefill)
 
     @property
     def evicts(self) -> bool:
@@ -247,12 +254,14 @@ class EvictionLayer(CacheLayerMixin):
             self.lengths = [s + q_len for s in self.starts]
             self.logical = [n + q_len for n in self.logical]
         self.pending_tokens = 0
-        if q_len != 1 or not self.cache.config.evicts:
+        config = self.cache.config
+        if not config.evicts or (q_len != 1 and not (config.evict_after_prefill and not any(self.starts))):
             return
-        budget, residual = self.cache.config.budget, self.cache.config.residual
+        budget, residual = config.budget, config.residual
         due: dict[int, list[int]] = {}
         for row, length in enumerate(self.lengths):
-            if length > budget and length % residual == 0:
+            # A prompt over the budget evicts at once (evict_after_prefill); a decode step on the schedule.
+            if length > budget and (q_len > 1 or length % residual == 0):
                 due.setdefault(length, []).append(row)
         for length, rows in due.items():
             started = self.cache.clock()

@@ -59,6 +59,7 @@ def teacher_forced_fidelity(
     params: dict[str, Any] | None = None,
     budget: int | None = None,
     residual: int = 64,
+    evict_after_prefill: bool = False,
     seeds: Sequence[int] | None = None,
     eviction_seeds: Sequence[int] | None = None,
     attention_backend: str = "auto",
@@ -71,6 +72,7 @@ def teacher_forced_fidelity(
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
         max_new_tokens=max(longest, 1), seeds=seeds, eviction_seeds=eviction_seeds, reference_exact=reference_exact,
+        evict_after_prefill=evict_after_prefill,
     )
     full_config = CacheConfig.build("full", None, residual=residual)
     common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend)
@@ -87,8 +89,8 @@ def teacher_forced_fidelity(
         return under_test.prompt_lengths[row] + step > limit
 
     with attention_implementation(model, under_test.implementation):
-        evicted_before = [0] * len(under_test.rows)  # evictions before the forward that made `logits`
         logits, full_logits = under_test.prefill(), full.prefill()
+        evicted_before = [0] * len(under_test.rows)  # evictions before the forward that made `logits`
         step = 0
         while True:
             divergence = kl_divergence(full_logits, logits).tolist()

@@ -259,11 +259,13 @@ class Decoder:
 def prepare(
     tokenizer, prompts, *, method, params, budget, residual, max_new_tokens, seeds, eviction_seeds,
     reference_exact=False,
+    evict_after_prefill=False,
 ) -> tuple[CacheConfig, list[list[int]], list[int], list[int]]:
     """Validate a generation request; every rule names the parameter it checks."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InvalidParameter("max_new_tokens", "must be an integer >= 1", max_new_tokens)
-    config = CacheConfig.build(method, params, budget=budget, residual=residual, reference_exact=reference_exact)
+    config = CacheConfig.build(method, params, budget=budget, residual=residual, reference_exact=reference_exact,
+                               evict_after_prefill=evict_after_prefill)
     encoded = _encode(tokenizer, prompts)
     seeds = list(seeds) if seeds is not None else list(range(len(encoded)))
     if len(seeds) != len(encoded):
@@ -288,6 +290,7 @@ def generate(
     params: dict[str, Any] | None = None,
     budget: int | None = None,
     residual: int = 64,
+    evict_after_prefill: bool = False,
     max_new_tokens: int = 256,
     seeds: Sequence[int] | None = None,
     eviction_seeds: Sequence[int] | None = None,
@@ -307,13 +310,16 @@ def generate(
     `seeds` seed each row's sampling; `eviction_seeds` (default: derived from `seeds`) seed the
     stochastic policies, so the same seeds reproduce evictions and tokens. `forced_tokens` replays
     given continuations teacher-forced, `return_logprobs` keeps each step's log-probabilities.
-    `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache with SDPA, as a reference point
-    for benchmarks. `profile` synchronises the GPU around evictions so `eviction_seconds` is exact.
-    `reference_exact` runs the cache as the authors' code does (see `vase.cache`).
+    `evict_after_prefill` evicts once at the end of the prefill when a prompt exceeds the budget
+    (off in the authors' code). `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache
+    with SDPA, as a reference point for benchmarks. `profile` synchronises the GPU around evictions
+    so `eviction_seconds` is exact. `reference_exact` runs the cache as the authors' code does (see
+    `vase.cache`).
     """
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
         max_new_tokens=max_new_tokens, seeds=seeds, eviction_seeds=eviction_seeds, reference_exact=reference_exact,
+        evict_after_prefill=evict_after_prefill,
     )
     sampling = (sampling or SamplingConfig()).resolved(model)
     if forced_tokens is not None and len(forced_tokens) != len(encoded):

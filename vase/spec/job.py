@@ -123,6 +123,10 @@ class JobSpec(_Strict):
         description="KV budgets (pairs kept per layer and head); each eviction method runs at each. A budget "
                     "must be a multiple of `residual` and greater than it.")
     residual: int = Field(32, ge=1, le=INT32, description="Recency window; evictions run every `residual` steps.")
+    evict_after_prefill: bool = Field(
+        False, description="Also evict once at the end of the prefill when the prompt exceeds the budget, so the cache "
+                           "is at the budget before the first token (off in the authors' code: leave it off for "
+                           "reference-exact runs).")
     samples: int = Field(1, ge=1, le=1024, description="Samples per problem (pass@k uses them).")
     seeds: int = Field(0, ge=0, le=INT32, description="Base seed. Sample i of problem p uses a seed derived from "
                                                       "(seeds, p, i), the same under every method.")
