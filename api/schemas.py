@@ -250,6 +250,9 @@ class TaskOut(BaseModel):
     offline: bool = Field(description="Runs without network access.")
     size: int | None = None
     description: str = ""
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Difficulty parameters of a generated task: {name: {default, min, max, "
+                                          "help}}; give them in the task name, `fact-recall?facts=8&filler=600`.")
 
 
 class HealthOut(BaseModel):

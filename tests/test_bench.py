@@ -13,6 +13,7 @@ from vase.methods import MethodSpec
 from vase.policies import InvalidParameter
 from vase.spec import JobInvalid, JobSpec
 from vase.store import open_store
+from vase.tasks import FactRecallTask
 from vase.traces import decode
 
 SMALL = dict(task="arith-chain", limit=2, budgets=[32], residual=8, max_new_tokens=40)
@@ -274,6 +275,7 @@ def test_cli_regrade_bad_input_exits_2(args, name, tmp_path):
         (["--methods", "vase,vase:n_large=8", "--budgets", "32", "--residual", "8"], "methods[1]: repeats methods[0]"),
         (["--greedy", "--temperature", "0.7"], "temperature"),
         (["--greedy", "--top-p", "0.9"], "top_p"),
+        (["--task", "fact-recall?facts=0"], "facts"),
     ],
 )
 def test_cli_bench_bad_input_exits_2(args, name, tmp_path):
@@ -287,7 +289,8 @@ def test_cli_tasks_json():
     out = vase_cli("tasks", "--json")
     tasks = {t["name"]: t for t in json.loads(out.stdout)}
     assert tasks["arith-chain"]["offline"] is True and tasks["arith-chain"]["size"] > 0
-    assert tasks["math500"]["size"] == 500
+    assert tasks["math500"]["size"] == 500 and tasks["math500"]["params"] == {}
+    assert tasks["fact-recall"]["params"]["facts"] == FactRecallTask.PARAMETERS["facts"].default
 
 
 def test_jobs_stored_before_jobspec_are_read():

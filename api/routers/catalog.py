@@ -32,5 +32,5 @@ def methods(_reader: str | None = Depends(deps.require_reader)) -> list[MethodOu
 def tasks(_reader: str | None = Depends(deps.require_reader)) -> list[TaskOut]:
     from vase.tasks import list_tasks
 
-    return [TaskOut(name=t["name"], offline=t["offline"], size=t["size"], description=t.get("description") or "")
-            for t in list_tasks()]
+    return [TaskOut(name=t["name"], offline=t["offline"], size=t["size"], description=t.get("description") or "",
+                    params=t["params"]) for t in list_tasks()]

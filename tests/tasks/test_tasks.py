@@ -24,6 +24,7 @@ from vase.tasks import (
     register_task,
     unregister_task,
 )
+from vase.tasks.synthetic import FactRecallTask, TaskParameterError
 
 HUB_TASKS = {
     "aime24": 30, "aime25": 30, "aime26": 30, "math500": 500, "hmmt25": 30,
@@ -327,3 +328,50 @@ def test_generators_deterministic_by_seed(name):
     assert len(task.load(limit=80, seed=11)) == 80 and task.load(limit=80, seed=11)[:50] == a
     assert len({p.id for p in a}) == len(a)
     assert task.load(limit=0) == []
+
+
+def test_generated_task_parameters_change_the_problems():
+    plain = get_task("fact-recall")
+    small = get_task("fact-recall?facts=4&filler=3")
+    for p in small.load(limit=5, seed=1):
+        facts = dict(re.findall(r"The code of (\w+) is (\d+)\.", p.prompt))
+        assert len(facts) == 4 and p.answer == facts[p.metadata["target"]]
+        assert len(p.prompt.split("\n\n")[1].split(". ")) == 3
+    assert small.fingerprint(limit=5) != plain.fingerprint(limit=5)
+    defaults = "&".join(f"{k}={v.default}" for k, v in FactRecallTask.PARAMETERS.items())
+    assert get_task(f"fact-recall?{defaults}").load(limit=3) == plain.load(limit=3)
+    items = get_task("count-items?min_items=5&max_items=5&vocab=2").load(limit=3)
+    assert all(len(p.metadata["items"]) == 5 and len(set(p.metadata["items"])) <= 2 for p in items)
+    chains = get_task("arith-chain?min_steps=2&max_steps=2").load(limit=5)
+    assert all(len(p.metadata["steps"]) == 2 for p in chains)
+
+
+@pytest.mark.parametrize(
+    "name,param,rule",
+    [
+        ("fact-recall?facts=0", "facts", "within [1, 40]"),
+        ("fact-recall?facts=x", "facts", "must be an integer"),
+        ("fact-recall?facts=2.5", "facts", "must be an integer"),
+        ("fact-recall?needles=3", "needles", "is not a parameter"),
+        ("fact-recall?facts=3&facts=4", "facts", "once"),
+        ("fact-recall?facts", "query", "NAME=VALUE"),
+        ("count-items?min_items=9&max_items=3", "min_items", "<= max_items"),
+        ("arith-chain?min_steps=9", "min_steps", "<= max_steps"),
+    ],
+)
+def test_bad_task_parameters_name_the_parameter_and_rule(name, param, rule):
+    with pytest.raises(TaskParameterError) as err:
+        get_task(name)
+    assert err.value.param == param and rule in str(err.value) and param in str(err.value)
+
+
+def test_only_generated_tasks_take_parameters():
+    with pytest.raises(ValueError, match="takes no parameters"):
+        get_task("math500?level=5")
+
+
+def test_list_tasks_gives_parameters_with_defaults():
+    listed = {t["name"]: t for t in list_tasks()}
+    assert listed["fact-recall"]["params"]["facts"]["default"] == FactRecallTask.PARAMETERS["facts"].default
+    assert set(listed["count-items"]["params"]) == {"min_items", "max_items", "vocab"}
+    assert listed["math500"]["params"] == {}

@@ -27,12 +27,17 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
 
 
 def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the tasks (hub sets load on connected hosts; offline ones are generated here)."""
+    """List the tasks (hub sets load on connected hosts; offline ones are generated here) with the
+    generated tasks' difficulty parameters and their defaults (`--json`: `params` {name: default})."""
     from ..tasks import list_tasks
 
     rows = list_tasks()
     if as_json:
-        emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"]} for t in rows])
+        emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"],
+                    "params": {k: v["default"] for k, v in t["params"].items()}} for t in rows])
         return
     for t in rows:
-        typer.echo(f"{t['name']:28s} {'offline' if t['offline'] else 'hub':8s} {t['size'] if t['size'] is not None else '?':>6}")
+        params = ", ".join(f"{k}={v['default']}" for k, v in t["params"].items())
+        typer.echo(f"{t['name']:28s} {'offline' if t['offline'] else 'hub':8s} "
+                   f"{t['size'] if t['size'] is not None else '?':>6}  {params}".rstrip())
+    typer.echo("Generated tasks take parameters in the name: 'fact-recall?facts=8&filler=600'.")

@@ -8,7 +8,9 @@ from typing import Any, Callable
 from .base import Task
 from .hub import builtin_hub_tasks
 from .jsonl import JSONL_PREFIX, JsonlTask
-from .synthetic import ArithChainTask, CountItemsTask, FactRecallTask
+from .synthetic import ArithChainTask, CountItemsTask, FactRecallTask, GeneratedTask
+
+PARAMETERS_SEPARATOR = "?"
 
 TaskFactory = Callable[[], Task]
 
@@ -63,6 +65,18 @@ def get_task(name: str) -> Task:
         raise ValueError(f"task name must be a string, got {type(name).__name__}")
     if name.startswith(JSONL_PREFIX):
         return JsonlTask.from_spec(name)
+    base, separator, query = name.partition(PARAMETERS_SEPARATOR)
+    if separator:
+        plain = get_task(base)
+        if not isinstance(plain, GeneratedTask):
+            raise ValueError(f"task {base!r} takes no parameters (generated tasks do: see `vase tasks`)")
+        with _LOCK:
+            inst = _INSTANCES.get(name)
+        if inst is None:
+            inst = type(plain).from_query(query)
+            with _LOCK:
+                _INSTANCES[name] = inst
+        return inst
     with _LOCK:
         inst = _INSTANCES.get(name)
         if inst is not None:
@@ -80,7 +94,8 @@ def get_task(name: str) -> Task:
 
 
 def list_tasks() -> list[dict[str, Any]]:
-    """``[{"name", "offline", "size", "description"}]`` for every registered task, sorted by name."""
+    """``[{"name", "offline", "size", "description", "params"}]`` for every registered task, sorted by
+    name; ``params`` maps a generated task's difficulty parameters to their default, range and help."""
     out = []
     for name in task_names():
         task = get_task(name)
@@ -88,8 +103,9 @@ def list_tasks() -> list[dict[str, Any]]:
             size = task.size()
         except Exception:  # a broken offline copy must not break the listing
             size = None
+        params = task.describe_parameters() if isinstance(task, GeneratedTask) else {}
         out.append({"name": name, "offline": bool(task.offline), "size": size,
-                    "description": getattr(task, "description", "")})
+                    "description": getattr(task, "description", ""), "params": params})
     return out
 
 

@@ -4,9 +4,14 @@ They are small enough for a tiny CPU model, yet each answer depends on tokens fa
 prompt or the reasoning, so evicting the wrong KV entries shows up as wrong answers:
 
 - ``arith-chain``: a chain of 4-8 small arithmetic steps; every step depends on the last.
-- ``fact-recall``: ~20 "The code of <name> is <number>." facts, a long distractor paragraph,
-  then a question about one fact (needle-in-a-haystack).
+- ``fact-recall``: "The code of <name> is <number>." facts, a distractor paragraph, then a
+  question about one fact (needle-in-a-haystack).
 - ``count-items``: a long comma-separated list of words; how many times does one word occur?
+
+Their difficulty is set by parameters in the task name, ``fact-recall?facts=8&filler=600``
+(``PARAMETERS`` of each class: integer ranges with defaults; unknown names, non-integers and
+values out of range raise ``TaskParameterError`` naming the parameter and the rule). The
+parameters change the problems, so they change the dataset fingerprint and the run's identity.
 
 Problem ``i`` for seed ``s`` is generated from its own RNG (``random.Random("<task>:<s>:<i>")``),
 so ``load(limit, seed)`` is always a prefix of a longer load with the same seed, and ``limit``
@@ -17,6 +22,9 @@ from __future__ import annotations
 
 import random
 from typing import Any
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from .base import Problem, Task
 
@@ -56,16 +64,82 @@ def _filler_sentence(rng: random.Random) -> str:
     return rng.choice(templates)()
 
 
+class TaskParameterError(ValueError):
+    """A task parameter broke a rule; `param` names it, `rule` states the rule."""
+
+    def __init__(self, task: str, param: str, rule: str, value: Any = None):
+        self.param, self.rule, self.value = param, rule, value
+        shown = "" if value is None else f", got {value!r}"
+        super().__init__(f"task {task!r} parameter {param}: {rule}{shown}")
+
+
+@dataclass(frozen=True)
+class TaskParameter:
+    """An integer difficulty knob of a generated task."""
+
+    default: int
+    minimum: int
+    maximum: int
+    help: str
+
+
 class GeneratedTask(Task):
-    """Base of the seeded generators: subclasses implement :meth:`make_problem`."""
+    """Base of the seeded generators: subclasses implement :meth:`make_problem` and declare their
+    difficulty knobs in ``PARAMETERS`` (read as ``self.params[name]``)."""
 
     offline_default = True
     default_size = 50
+    PARAMETERS: dict[str, TaskParameter] = {}
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, **params: int) -> None:
         self._size = int(size) if size is not None else self.default_size
         if self._size < 0:
             raise ValueError("size must be >= 0")
+        self.params = self.check_parameters(params)
+
+    @classmethod
+    def check_parameters(cls, given: dict[str, Any]) -> dict[str, int]:
+        """Defaults overridden by `given`; every value an integer within its range."""
+        out = {name: p.default for name, p in cls.PARAMETERS.items()}
+        for name, raw in given.items():
+            if name not in cls.PARAMETERS:
+                known = ", ".join(cls.PARAMETERS) or "none"
+                raise TaskParameterError(cls.name, name, f"is not a parameter of this task (known: {known})", raw)
+            p = cls.PARAMETERS[name]
+            try:
+                value = int(raw) if not isinstance(raw, bool) else None
+            except (TypeError, ValueError):
+                value = None
+            if value is None or (isinstance(raw, str) and not raw.strip().lstrip("-").isdigit()):
+                raise TaskParameterError(cls.name, name, "must be an integer", raw)
+            if not p.minimum <= value <= p.maximum:
+                raise TaskParameterError(cls.name, name, f"must be within [{p.minimum}, {p.maximum}]", value)
+            out[name] = value
+        cls.check_together(out)
+        return out
+
+    @classmethod
+    def check_together(cls, params: dict[str, int]) -> None:
+        """Rules across parameters (e.g. a minimum below a maximum); none by default."""
+
+    @classmethod
+    def from_query(cls, query: str) -> GeneratedTask:
+        """The task with the parameters of a query string, ``facts=8&filler=600``."""
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise TaskParameterError(cls.name, "query", "must be NAME=VALUE pairs joined by '&'", query) from None
+        given: dict[str, str] = {}
+        for name, value in pairs:
+            if name in given:
+                raise TaskParameterError(cls.name, name, "must be given once", value)
+            given[name] = value
+        return cls(**given)
+
+    @classmethod
+    def describe_parameters(cls) -> dict[str, dict[str, Any]]:
+        return {name: {"default": p.default, "min": p.minimum, "max": p.maximum, "help": p.help}
+                for name, p in cls.PARAMETERS.items()}
 
     def size(self) -> int:
         return self._size
@@ -104,13 +178,29 @@ class ArithChainTask(GeneratedTask):
 
     name = "arith-chain"
     description = "multi-step integer arithmetic chains (4-8 steps), offline, generated from the seed"
+    PARAMETERS = {
+        "min_steps": TaskParameter(4, 1, 64, "fewest operations in a chain"),
+        "max_steps": TaskParameter(8, 1, 64, "most operations in a chain"),
+        "max_value": TaskParameter(500, 10, 1_000_000, "largest intermediate value"),
+    }
 
-    def __init__(self, size: int | None = None, *, min_steps: int = 4, max_steps: int = 8,
-                 max_value: int = 500) -> None:
-        super().__init__(size)
-        if not 1 <= min_steps <= max_steps:
-            raise ValueError("need 1 <= min_steps <= max_steps")
-        self.min_steps, self.max_steps, self.max_value = min_steps, max_steps, max_value
+    @classmethod
+    def check_together(cls, params: dict[str, int]) -> None:
+        if params["min_steps"] > params["max_steps"]:
+            raise TaskParameterError(cls.name, "min_steps", f"must be <= max_steps ({params['max_steps']})",
+                                     params["min_steps"])
+
+    @property
+    def min_steps(self) -> int:
+        return self.params["min_steps"]
+
+    @property
+    def max_steps(self) -> int:
+        return self.params["max_steps"]
+
+    @property
+    def max_value(self) -> int:
+        return self.params["max_value"]
 
     def make_problem(self, rng: random.Random, index: int, seed: int) -> Problem:
         value = rng.randint(2, 20)
@@ -157,18 +247,25 @@ class ArithChainTask(GeneratedTask):
 
 
 class FactRecallTask(GeneratedTask):
-    """~20 "The code of <name> is <number>." facts, a long distractor paragraph, then
+    """``facts`` "The code of <name> is <number>." facts, ``filler`` distractor sentences, then
     "What is the code of <name>?". Codes are distinct 3-4 digit integers; the asked name is
     drawn from the first half of the facts so the needle sits far from the question."""
 
     name = "fact-recall"
     description = "needle-in-a-haystack code recall after a long distractor paragraph, offline"
+    PARAMETERS = {
+        "facts": TaskParameter(20, 1, len(NAMES), "facts listed (the asked one is in the first half)"),
+        "filler": TaskParameter(60, 0, 5000, "distractor sentences between the facts and the question (~12 "
+                                             "tokens each)"),
+    }
 
-    def __init__(self, size: int | None = None, *, n_facts: int = 20, n_filler: int = 60) -> None:
-        super().__init__(size)
-        if not 1 <= n_facts <= len(NAMES):
-            raise ValueError(f"n_facts must be in [1, {len(NAMES)}]")
-        self.n_facts, self.n_filler = n_facts, n_filler
+    @property
+    def n_facts(self) -> int:
+        return self.params["facts"]
+
+    @property
+    def n_filler(self) -> int:
+        return self.params["filler"]
 
     def make_problem(self, rng: random.Random, index: int, seed: int) -> Problem:
         names = rng.sample(NAMES, self.n_facts)
@@ -201,13 +298,21 @@ class CountItemsTask(GeneratedTask):
     name = "count-items"
     description = "count occurrences of one word in a long list, offline"
 
-    def __init__(self, size: int | None = None, *, min_items: int = 30, max_items: int = 60) -> None:
-        super().__init__(size)
-        self.min_items, self.max_items = min_items, max_items
+    PARAMETERS = {
+        "min_items": TaskParameter(30, 1, 5000, "shortest list"),
+        "max_items": TaskParameter(60, 1, 5000, "longest list"),
+        "vocab": TaskParameter(6, 2, len(ITEMS), "distinct words the list is drawn from"),
+    }
+
+    @classmethod
+    def check_together(cls, params: dict[str, int]) -> None:
+        if params["min_items"] > params["max_items"]:
+            raise TaskParameterError(cls.name, "min_items", f"must be <= max_items ({params['max_items']})",
+                                     params["min_items"])
 
     def make_problem(self, rng: random.Random, index: int, seed: int) -> Problem:
-        n = rng.randint(self.min_items, self.max_items)
-        vocab = rng.sample(ITEMS, 6)
+        n = rng.randint(self.params["min_items"], self.params["max_items"])
+        vocab = rng.sample(ITEMS, self.params["vocab"])
         items = [rng.choice(vocab) for _ in range(n)]
         target = rng.choice(items)
         count = items.count(target)
