@@ -302,3 +302,20 @@ def test_jobs_stored_before_jobspec_are_read():
     spec = JobSpec.from_stored(legacy)
     assert spec.seeds == 7 and spec.generation.temperature == 0.6 and spec.generation.do_sample is True
     assert JobSpec.from_stored(spec.to_dict()) == spec
+
+
+def test_prefill_reuse_stores_the_same_samples(tiny_qwen3, tmp_path):
+    """The bench's per-problem prefill reuse (the default) gives the old path's tokens, grades and KL."""
+    model, tokenizer = tiny_qwen3
+    spec = JobSpec(task="fact-recall?facts=4&filler=3", limit=2, samples=2, budgets=[32], residual=8,
+                   max_new_tokens=20, fidelity=True, evict_after_prefill=True,
+                   methods=[MethodSpec("full"), MethodSpec("vase", {"n_large": 8}), MethodSpec("h2o"),
+                            MethodSpec("streamingllm")])
+    stored = []
+    for reuse in (True, False):
+        store = open_store(f"sqlite:///{tmp_path / f'reuse-{reuse}.sqlite'}", cached=False)
+        bench = Bench(spec, store, model=model, tokenizer=tokenizer, reuse_prefill=reuse)
+        assert bench.execute()
+        stored.append([(s["problem_id"], s["sample_index"], s["metrics"]["tokens"], s["evictions"], s["kl_mean"])
+                       for r in bench.runs for s in store.list_samples(run_id=r.run_id)])
+    assert stored[0] == stored[1] and len(stored[0]) == 2 * 2 * 4

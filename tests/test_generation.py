@@ -134,3 +134,27 @@ def test_a_sampling_parameter_with_greedy_is_refused(name, value):
     with pytest.raises(InvalidParameter) as err:
         SamplingConfig(do_sample=False, **{name: value}).check()
     assert err.value.param == name
+
+
+@pytest.mark.parametrize("evict_after_prefill", [False, True])
+def test_a_reused_prefill_gives_the_same_tokens(tiny_qwen3, evict_after_prefill):
+    """One prefill per prompt, shared by samples (B=3) and methods, decodes exactly as before."""
+    from vase.generation import PrefillCache
+
+    model, tokenizer = tiny_qwen3
+    prompt = [PROMPTS[0] + " " + PROMPTS[1]] * 3
+    prefills = PrefillCache()
+    methods = [("full", None), ("vase", {"n_large": 4}), ("snapkv", None), ("h2o", None), ("streamingllm", None),
+               ("random", None)]
+    for method, params in methods:
+        kwargs = dict(method=method, params=params, budget=None if method == "full" else 16, residual=8,
+                      max_new_tokens=30, seeds=[1, 2, 3], evict_after_prefill=evict_after_prefill,
+                      return_logprobs=True)
+        old = generate(model, tokenizer, prompt, **kwargs)
+        new = generate(model, tokenizer, prompt, prefills=prefills, **kwargs)
+        for a, b in zip(old, new):
+            assert a.tokens == b.tokens and a.evictions == b.evictions, method
+            for x, y in zip(a.logprobs, b.logprobs):
+                torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    # Plain, query-recording and attention-mass prefills: three computed for six methods.
+    assert len(prefills) == 3

@@ -53,12 +53,16 @@ class PlannedRun:
 class Bench:
     """A spec bound to a loaded model, its problems and a store scope."""
 
-    def __init__(self, spec: JobSpec, store, *, scope: str = "cli", model=None, tokenizer=None):
+    def __init__(self, spec: JobSpec, store, *, scope: str = "cli", model=None, tokenizer=None,
+                 reuse_prefill: bool = True):
         from .models import load_model, model_fingerprint
         from .tasks import get_task
 
         self.spec = spec.check()
         self.store = store
+        # One prefill per problem, reused by every sample and method (results are the same; see
+        # `PrefillCache`). Off only to measure what it saves.
+        self.reuse_prefill = reuse_prefill
         self.scope = scope
         if model is None:
             model, tokenizer = load_model(spec.model)
@@ -127,15 +131,19 @@ class Bench:
         on_sample: Callable[[], None] | None = None,
     ) -> bool:
         """Run every missing sample of the given problems (default: all). False if cancelled."""
+        from .generation import PrefillCache
+
         for problem in self.problems if problems is None else problems:
             reference: dict[int, list[int]] = {}
+            prefills = PrefillCache() if self.reuse_prefill else None
             for planned in self.runs:
                 if should_cancel is not None and should_cancel():
                     return False
-                self._problem_run(problem, planned, reference, on_sample)
+                self._problem_run(problem, planned, reference, on_sample, prefills)
         return True
 
-    def _problem_run(self, problem, planned: PlannedRun, reference: dict[int, list[int]], on_sample) -> None:
+    def _problem_run(self, problem, planned: PlannedRun, reference: dict[int, list[int]], on_sample,
+                     prefills=None) -> None:
         from .prompting import render_prompt
 
         run, spec = planned.spec, self.spec
@@ -147,9 +155,10 @@ class Bench:
         if not wanted:
             return
         prompt = render_prompt(self.tokenizer, problem)
-        samples = self._generate(prompt, run, problem.id, wanted)
+        samples = self._generate(prompt, run, problem.id, wanted, prefills)
         for index, result, recorder in samples:
-            record = self._sample_record(problem, prompt, run, index, result, recorder, reference, needs_reference)
+            record = self._sample_record(problem, prompt, run, index, result, recorder, reference, needs_reference,
+                                         prefills)
             if run.is_reference:
                 reference[index] = result.tokens
             self.store.add_sample(planned.run_id, **record)
@@ -164,7 +173,7 @@ class Bench:
                 out[int(sample["sample_index"])] = list((sample.get("metrics") or {}).get("tokens") or [])
         return out
 
-    def _generate(self, prompt: str, run: RunSpec, problem_id: str, indices: list[int]):
+    def _generate(self, prompt: str, run: RunSpec, problem_id: str, indices: list[int], prefills=None):
         from .generation import eviction_seed, generate
         from .traces import TraceRecorder
 
@@ -181,10 +190,12 @@ class Bench:
             sampling=spec.sampling(),
             trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
             reference_exact=spec.reference_exact,
+            prefills=prefills,
         )
         return [(index, result, recorder) for index, result in zip(indices, results)]
 
-    def _sample_record(self, problem, prompt, run: RunSpec, index, result, recorder, reference, needs_reference):
+    def _sample_record(self, problem, prompt, run: RunSpec, index, result, recorder, reference, needs_reference,
+                       prefills=None):
         from .fidelity import first_divergence, teacher_forced_fidelity
         from .generation import eviction_seed
         from .grading import grade
@@ -236,7 +247,7 @@ class Bench:
                 fid = teacher_forced_fidelity(
                     self.model, self.tokenizer, [prompt], [ref], method=run.method, params=run.params,
                     budget=run.budget, residual=run.residual, evict_after_prefill=self.spec.evict_after_prefill,
-                    seeds=[seed], attention_backend=self.spec.attention_backend,
+                    seeds=[seed], attention_backend=self.spec.attention_backend, prefills=prefills,
                     reference_exact=self.spec.reference_exact,
                 )[0]
                 record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,

@@ -197,6 +197,32 @@ class EvictionLayer(CacheLayerMixin):
         self.logical = [self.logical[r] for r in rows]
         self.row_states = [self.row_states[r] for r in rows]
 
+    def load_prefill(self, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None,
+                     accumulated: torch.Tensor | None) -> None:
+        """Fill an empty layer with a prompt prefilled elsewhere (one row, broadcast to every row of
+        this cache) and commit it as the prefill would, the end-of-prefill eviction included."""
+        batch = len(self.cache.prompt_lengths)
+        length = keys.shape[2]
+        self.lazy_initialization(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
+        self.keys[:, :, :length] = keys
+        self.values[:, :, :length] = values
+        self.positions[:, :, :length] = torch.arange(length, device=self.device)
+        if queries is not None and self.cache.config.policy.needs_queries:
+            self.queries = queries.expand(batch, -1, -1, -1).clone()
+            self.query_slot = 0
+        if accumulated is not None and self.accumulated is not None:
+            self.accumulated[:, :, :length] = accumulated
+        self.starts = [0] * batch
+        self.pending_tokens = length
+        self.finish_forward()
+
+    def prefill_state(self) -> tuple[torch.Tensor, ...]:
+        """Row 0's prompt keys, values, recent queries and attention mass (see `load_prefill`)."""
+        length = self.lengths[0]
+        return (self.keys[:1, :, :length].clone(), self.values[:1, :, :length].clone(),
+                None if self.queries is None else self.queries[:1].clone(),
+                None if self.accumulated is None else self.accumulated[:1, :, :length].clone())
+
     # -- what the attention function calls -------------------------------------------------
     @property
     def capacity(self) -> int:

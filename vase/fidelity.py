@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .cache import CacheConfig
-from .generation import Decoder, attention_implementation, pad_id, prepare
+from .generation import Decoder, PrefillCache, attention_implementation, pad_id, prepare
 
 
 @dataclass
@@ -64,6 +64,7 @@ def teacher_forced_fidelity(
     eviction_seeds: Sequence[int] | None = None,
     attention_backend: str = "auto",
     reference_exact: bool = False,
+    prefills: PrefillCache | None = None,
 ) -> list[FidelityResult]:
     """Replay each row's full-cache output under `method` and under the full cache, step by step."""
     if len(reference_tokens) != len(prompts):
@@ -75,7 +76,8 @@ def teacher_forced_fidelity(
         evict_after_prefill=evict_after_prefill,
     )
     full_config = CacheConfig.build("full", None, residual=residual)
-    common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend)
+    common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend,
+                  prefills=prefills)
     under_test = Decoder(model, encoded, config, eviction_seeds=eviction_seeds, **common)
     full = Decoder(model, encoded, full_config, eviction_seeds=eviction_seeds, **common)
     kl: dict[int, list[float]] = {row: [] for row in range(len(encoded))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,43 @@ def _encode(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list
     return encoded
 
 
+@dataclass
+class PrefillState:
+    """One prompt's prefill: per layer (keys, values, recent queries, attention mass) and the logits."""
+
+    layers: list[tuple[torch.Tensor, ...]]
+    logits: torch.Tensor  # [1, V]
+
+
+class PrefillCache:
+    """Prefills computed once per prompt and reused across samples and methods.
+
+    Every cache holds the same prompt tokens until its first eviction, so a prompt's prefill is the
+    same under every method; only what a policy records during it differs (recent queries, or the
+    attention mass for which the prefill runs eager attention), and the key says so. A bench keeps
+    one per problem.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[tuple, PrefillState] = {}
+
+    @staticmethod
+    def key(prompt: Sequence[int], config: CacheConfig, backend: str) -> tuple:
+        policy = config.policy
+        # reference_exact sets the scoring dtype of what the policy records during the prefill.
+        return (tuple(prompt), policy.needs_queries, policy.needs_attention_weights, config.residual,
+                config.reference_exact, backend)
+
+    def get(self, key: tuple) -> PrefillState | None:
+        return self._states.get(key)
+
+    def put(self, key: tuple, state: PrefillState) -> None:
+        self._states[key] = state
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
 class Decoder:
     """One batch decoding under one cache: a right-padded prefill, then one token per row per step.
 
@@ -180,8 +218,13 @@ class Decoder:
         attention_backend: str = "auto",
         profile: bool = False,
         use_hf_dynamic_cache: bool = False,
+        prefills: PrefillCache | None = None,
     ):
         self.model = model
+        self.config = config
+        self.attention_backend = attention_backend
+        # Reuse applies when every row has the same prompt (a problem's samples) on our cache.
+        self.prefills = prefills if not use_hf_dynamic_cache and len({tuple(e) for e in encoded}) == 1 else None
         self.device = model.device
         self.encoded = encoded
         self.prompt_lengths = [len(ids) for ids in encoded]
@@ -207,7 +250,23 @@ class Decoder:
             self.implementation = attention.ATTENTION_NAME
 
     def prefill(self) -> torch.Tensor:
-        """Logits [B, V] at the end of each row's prompt."""
+        """Logits [B, V] at the end of each row's prompt (from `prefills` when it has this prompt)."""
+        if self.prefills is None:
+            return self._run_prefill()
+        key = PrefillCache.key(self.encoded[0], self.config, self.cache.attention_backend)
+        state = self.prefills.get(key)
+        if state is None:
+            single = Decoder(self.model, self.encoded[:1], dataclasses.replace(self.config, evict_after_prefill=False),
+                             pad_token_id=self.pad_token_id, eviction_seeds=[0], max_new_tokens=1,
+                             attention_backend=self.attention_backend)
+            logits = single._run_prefill()
+            state = PrefillState([layer.prefill_state() for layer in single.cache.layers], logits)
+            self.prefills.put(key, state)
+        for layer, saved in zip(self.cache.layers, state.layers):
+            layer.load_prefill(*saved)
+        return state.logits.expand(len(self.encoded), -1)
+
+    def _run_prefill(self) -> torch.Tensor:
         width = max(self.prompt_lengths)
         # Right padding: each row's real tokens come first, so causal attention never sees the padding.
         ids = [row + [self.pad_token_id] * (width - len(row)) for row in self.encoded]
@@ -304,6 +363,7 @@ def generate(
     on_step: Callable[[int, Any], None] | None = None,
     profile: bool = False,
     reference_exact: bool = False,
+    prefills: PrefillCache | None = None,
 ) -> list[GenerationResult]:
     """Generate for each prompt (a batch) under one cache method; one result per prompt, in order.
 
@@ -314,7 +374,8 @@ def generate(
     (off in the authors' code). `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache
     with SDPA, as a reference point for benchmarks. `profile` synchronises the GPU around evictions
     so `eviction_seconds` is exact. `reference_exact` runs the cache as the authors' code does (see
-    `vase.cache`).
+    `vase.cache`). `prefills` (when every prompt is the same) computes the prompt's prefill once and
+    reuses it (`PrefillCache`).
     """
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
@@ -327,7 +388,7 @@ def generate(
     decoder = Decoder(
         model, encoded, config, pad_token_id=pad_id(tokenizer), eviction_seeds=eviction_seeds,
         max_new_tokens=max_new_tokens, trace_sink=trace_sink, attention_backend=attention_backend,
-        profile=profile, use_hf_dynamic_cache=use_hf_dynamic_cache,
+        profile=profile, use_hf_dynamic_cache=use_hf_dynamic_cache, prefills=prefills,
     )
     eos = _eos_ids(model, tokenizer) if stop_at_eos else set()
     generators = [torch.Generator(device=model.device).manual_seed(int(s)) for s in seeds]
