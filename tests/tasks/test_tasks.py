@@ -295,10 +295,10 @@ def test_arith_chain_answers_exact(seed):
 
 
 def test_fact_recall_answers_exact():
-    probs = get_task("fact-recall").load(limit=20, seed=3)
+    probs = get_task("fact-recall?facts=20&filler=60").load(limit=20, seed=3)
     for p in probs:
         facts = dict(re.findall(r"The code of (\w+) is (\d+)\.", p.prompt))
-        assert 15 <= len(facts) <= 25
+        assert len(facts) == 20
         q = re.search(r"What is the code of (\w+)\?\s*$", p.prompt)
         assert q and p.answer == facts[q.group(1)]
         assert len(p.prompt) > 2000  # a long distractor paragraph
