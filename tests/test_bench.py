@@ -156,6 +156,7 @@ def test_evict_after_prefill_is_part_of_the_run_identity(tiny_qwen3, tmp_path):
         ({"generation": {"temperature": -1.0}}, "generation.temperature"),
         ({"methods": [MethodSpec("vase"), MethodSpec("vase", {"n_large": 8})]}, "methods[1]"),  # 8 = 32 // 4
         ({"reference_exact": "yes"}, "reference_exact"),
+        ({"evict_after_prefill": True, "reference_exact": True}, "evict_after_prefill"),
         ({"methods": [MethodSpec("vase", {"metric": "max"})]}, "methods[0].params.metric"),
     ],
 )
@@ -164,6 +165,8 @@ def test_bad_specs_name_the_field(change, field):
     with pytest.raises(JobInvalid) as err:
         JobSpec.parse({**SMALL, "methods": [MethodSpec("vase")], **change}).check()
     assert err.value.field == field
+    if field == "evict_after_prefill":  # the refused pair: the message names both fields
+        assert "reference_exact" in str(err.value)
 
 
 def test_job_defaults_are_the_spec_defaults():

@@ -50,6 +50,8 @@ INVALID = [
     ("trace level", job(trace="verbose"), "trace", "'off', 'summary' or 'full'"),
     ("fidelity not bool", job(fidelity="yes"), "fidelity", "valid boolean"),
     ("reference_exact not bool", job(reference_exact="yes"), "reference_exact", "valid boolean"),
+    ("evict_after_prefill with reference_exact", job(evict_after_prefill=True, reference_exact=True),
+     "evict_after_prefill", "must be false when reference_exact is true"),
     ("unknown magnitude", job(methods=[{"name": "vase", "params": {"metric": "max"}}]), "methods[0].params.metric",
      "must be one of range, var, l2"),
     ("unknown field", job(budget=64), "budget", "not a field"),

@@ -233,6 +233,10 @@ class JobSpec(_Strict):
         from ..policies import InvalidParameter
 
         self._check_task()
+        if self.evict_after_prefill and self.reference_exact:
+            # The authors' code evicts only while decoding: an end-of-prefill eviction is not theirs.
+            raise JobInvalid("evict_after_prefill", "must be false when reference_exact is true (the authors' code "
+                                                    "evicts only while decoding)")
         policies = self._check_methods()
         self._check_grid(policies)
         try:
