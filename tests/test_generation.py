@@ -137,12 +137,15 @@ def test_a_sampling_parameter_with_greedy_is_refused(name, value):
 
 
 @pytest.mark.parametrize("evict_after_prefill", [False, True])
-def test_a_reused_prefill_gives_the_same_tokens(tiny_qwen3, evict_after_prefill):
-    """One prefill per prompt, shared by samples (B=3) and methods, decodes exactly as before."""
+@pytest.mark.parametrize("distinct", [False, True], ids=["one-prompt", "distinct-prompts"])
+def test_a_reused_prefill_gives_the_same_tokens(tiny_qwen3, evict_after_prefill, distinct):
+    """One prefill per batch of prompts, shared by rows repeating a prompt (samples) and by methods,
+    decodes exactly as before: three rows of one prompt, or of two prompts of different lengths."""
     from vase.generation import PrefillCache
 
     model, tokenizer = tiny_qwen3
-    prompt = [PROMPTS[0] + " " + PROMPTS[1]] * 3
+    long = PROMPTS[0] + " " + PROMPTS[1]
+    prompt = [long, PROMPTS[2], long] if distinct else [long] * 3
     prefills = PrefillCache()
     methods = [("full", None), ("vase", {"n_large": 4}), ("snapkv", None), ("h2o", None), ("streamingllm", None),
                ("random", None)]
@@ -156,5 +159,5 @@ def test_a_reused_prefill_gives_the_same_tokens(tiny_qwen3, evict_after_prefill)
             assert a.tokens == b.tokens and a.evictions == b.evictions, method
             for x, y in zip(a.logprobs, b.logprobs):
                 torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
-    # Plain, query-recording and attention-mass prefills: three computed for six methods.
-    assert len(prefills) == 3
+    # One prefill (recent queries always kept) for five methods, one with attention mass for h2o.
+    assert len(prefills) == 2

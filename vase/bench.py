@@ -44,6 +44,20 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+#: The full cache's per-step log-probabilities of a batch are kept for fidelity up to this size
+#: (beyond it, as with long generations over a large vocabulary, fidelity replays the full cache).
+REFERENCE_LOGPROBS_MAX_BYTES = 512 * 2**20
+
+
+@dataclass
+class Reference:
+    """A batch's full-cache outputs, keyed (problem id, sample index): tokens, and (when they were
+    generated in this batch and fit) the log-probabilities at each of their steps."""
+
+    tokens: dict[tuple[str, int], list[int]] = dataclasses.field(default_factory=dict)
+    logprobs: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
+
+
 @dataclass
 class PlannedRun:
     run_id: int
@@ -54,7 +68,7 @@ class Bench:
     """A spec bound to a loaded model, its problems and a store scope."""
 
     def __init__(self, spec: JobSpec, store, *, scope: str = "cli", model=None, tokenizer=None,
-                 reuse_prefill: bool = True):
+                 reuse_prefill: bool = True, batch_problems: int | None = None):
         from .models import load_model, model_fingerprint
         from .tasks import get_task
 
@@ -63,6 +77,8 @@ class Bench:
         # One prefill per problem, reused by every sample and method (results are the same; see
         # `PrefillCache`). Off only to measure what it saves.
         self.reuse_prefill = reuse_prefill
+        # Problems decoded together (each with all its samples); the service may lower the spec's.
+        self.batch_problems = batch_problems or spec.batch_problems
         self.scope = scope
         if model is None:
             model, tokenizer = load_model(spec.model)
@@ -130,50 +146,84 @@ class Bench:
         should_cancel: Callable[[], bool] | None = None,
         on_sample: Callable[[], None] | None = None,
     ) -> bool:
-        """Run every missing sample of the given problems (default: all). False if cancelled."""
+        """Run every missing sample of the given problems (default: all). False if cancelled.
+
+        Problems go in batches of `batch_problems`: a batch decodes together under each run (full
+        cache first), its prompts prefilled once for every run (`PrefillCache`).
+        """
         from .generation import PrefillCache
 
-        for problem in self.problems if problems is None else problems:
-            reference: dict[int, list[int]] = {}
+        todo = list(self.problems if problems is None else problems)
+        for start in range(0, len(todo), self.batch_problems):
+            batch = todo[start:start + self.batch_problems]
+            reference = Reference()
             prefills = PrefillCache() if self.reuse_prefill else None
             for planned in self.runs:
                 if should_cancel is not None and should_cancel():
                     return False
-                self._problem_run(problem, planned, reference, on_sample, prefills)
+                self._batch_run(batch, planned, reference, on_sample, prefills)
         return True
 
-    def _problem_run(self, problem, planned: PlannedRun, reference: dict[int, list[int]], on_sample,
-                     prefills=None) -> None:
+    def _batch_run(self, batch: list, planned: PlannedRun, reference: Reference, on_sample, prefills=None) -> None:
+        import torch
+
+        from .fidelity import first_divergence
         from .prompting import render_prompt
 
         run, spec = planned.spec, self.spec
         existing = self.store.existing_sample_keys(planned.run_id)
-        wanted = [i for i in range(spec.samples) if (problem.id, i) not in existing]
-        needs_reference = spec.fidelity and not run.is_reference
-        if needs_reference and len(reference) < spec.samples:
-            reference.update(self._stored_reference(problem.id))
+        wanted = [(problem, i) for problem in batch for i in range(spec.samples) if (problem.id, i) not in existing]
         if not wanted:
             return
-        prompt = render_prompt(self.tokenizer, problem)
-        samples = self._generate(prompt, run, problem.id, wanted, prefills)
-        for index, result, recorder in samples:
-            record = self._sample_record(problem, prompt, run, index, result, recorder, reference, needs_reference,
-                                         prefills)
+        needs_reference = spec.fidelity and not run.is_reference
+        if needs_reference:
+            missing = {p.id for p, i in wanted if (p.id, i) not in reference.tokens}
+            if missing:
+                reference.tokens.update(self._stored_reference(missing))
+        prompts = {problem.id: render_prompt(self.tokenizer, problem) for problem in batch}
+        # The full cache's log-probabilities spare fidelity its full-cache replay, when they fit.
+        keep_logprobs = (run.is_reference and spec.fidelity and len(self.runs) > 1
+                         and len(wanted) * spec.max_new_tokens * self._vocab_size() * 4 <= REFERENCE_LOGPROBS_MAX_BYTES)
+        generated, recorder = self._generate([prompts[p.id] for p, _ in wanted], run,
+                                             [(p.id, i) for p, i in wanted], prefills, return_logprobs=keep_logprobs)
+        fidelity = {}
+        if needs_reference:
+            rows = [k for k, (p, i) in enumerate(wanted) if reference.tokens.get((p.id, i))]
+            fidelity = dict(zip(rows, self._fidelity([prompts[wanted[k][0].id] for k in rows], run,
+                                                     [wanted[k] for k in rows], reference, prefills)))
+        for k, ((problem, index), result) in enumerate(zip(wanted, generated)):
+            key = (problem.id, index)
+            record = self._sample_record(problem, prompts[problem.id], run, index, result, recorder)
+            if needs_reference and key in reference.tokens:
+                record["first_divergence"] = first_divergence(reference.tokens[key], result.tokens)
+                if k in fidelity:
+                    fid = fidelity[k]
+                    record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,
+                                  compared_tokens=fid.compared_tokens,
+                                  kl_per_token=[round(x, 6) for x in fid.kl_per_token])
             if run.is_reference:
-                reference[index] = result.tokens
+                reference.tokens[key] = result.tokens
+                if result.logprobs is not None:
+                    reference.logprobs[key] = torch.stack(result.logprobs)
             self.store.add_sample(planned.run_id, **record)
             if on_sample is not None:
                 on_sample()
 
-    def _stored_reference(self, problem_id: str) -> dict[int, list[int]]:
+    def _stored_reference(self, problem_ids: set[str]) -> dict[tuple[str, int], list[int]]:
         full = next(r for r in self.runs if r.spec.is_reference)
         out = {}
         for sample in self.store.list_samples(run_id=full.run_id):
-            if sample["problem_id"] == problem_id:
-                out[int(sample["sample_index"])] = list((sample.get("metrics") or {}).get("tokens") or [])
+            if sample["problem_id"] in problem_ids:
+                out[(sample["problem_id"], int(sample["sample_index"]))] = list(
+                    (sample.get("metrics") or {}).get("tokens") or [])
         return out
 
-    def _generate(self, prompt: str, run: RunSpec, problem_id: str, indices: list[int], prefills=None):
+    def _vocab_size(self) -> int:
+        return self.model.config.get_text_config(decoder=True).vocab_size
+
+    def _generate(self, prompts: list[str], run: RunSpec, keys: list[tuple[str, int]], prefills=None, *,
+                  return_logprobs: bool = False):
+        """One batch: a row per (problem, sample index); results in that order, and the trace recorder."""
         from .generation import eviction_seed, generate
         from .traces import TraceRecorder
 
@@ -181,22 +231,36 @@ class Bench:
         text_config = self.model.config.get_text_config(decoder=True)
         kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
         recorder = TraceRecorder(spec.trace, text_config.num_hidden_layers, kv_heads)
-        seeds = [sample_seed(spec.seeds, problem_id, i) for i in indices]
+        seeds = [sample_seed(spec.seeds, problem_id, i) for problem_id, i in keys]
         results = generate(
-            self.model, self.tokenizer, [prompt] * len(indices), method=run.method, params=run.params,
+            self.model, self.tokenizer, prompts, method=run.method, params=run.params,
             budget=run.budget, residual=run.residual, evict_after_prefill=spec.evict_after_prefill,
             max_new_tokens=spec.max_new_tokens, seeds=seeds,
             eviction_seeds=[eviction_seed(s) for s in seeds],
             sampling=spec.sampling(),
             trace_sink=recorder if recorder.enabled else None, attention_backend=spec.attention_backend,
             reference_exact=spec.reference_exact,
-            prefills=prefills,
+            prefills=prefills, return_logprobs=return_logprobs,
         )
-        return [(index, result, recorder) for index, result in zip(indices, results)]
+        return results, recorder
 
-    def _sample_record(self, problem, prompt, run: RunSpec, index, result, recorder, reference, needs_reference,
-                       prefills=None):
-        from .fidelity import first_divergence, teacher_forced_fidelity
+    def _fidelity(self, prompts: list[str], run: RunSpec, rows: list[tuple], reference: Reference, prefills):
+        """KL and top-1 agreement of each row against its full-cache output, replayed as one batch."""
+        from .fidelity import teacher_forced_fidelity
+
+        seeds = [sample_seed(self.spec.seeds, problem.id, i) for problem, i in rows]
+        keys = [(problem.id, i) for problem, i in rows]
+        logprobs = [reference.logprobs.get(k) for k in keys]
+        return teacher_forced_fidelity(
+            self.model, self.tokenizer, prompts, [reference.tokens[k] for k in keys],
+            method=run.method, params=run.params, budget=run.budget, residual=run.residual,
+            evict_after_prefill=self.spec.evict_after_prefill, seeds=seeds,
+            attention_backend=self.spec.attention_backend, prefills=prefills,
+            reference_exact=self.spec.reference_exact,
+            reference_logprobs=None if any(lp is None for lp in logprobs) else logprobs,
+        )
+
+    def _sample_record(self, problem, prompt, run: RunSpec, index, result, recorder) -> dict[str, Any]:
         from .generation import eviction_seed
         from .grading import grade
         from .metrics import detect_repetition_loop
@@ -240,18 +304,6 @@ class Bench:
             "eviction_seconds": result.eviction_seconds,
             "answer": problem.answer,
         }
-        if needs_reference and index in reference:
-            ref = reference[index]
-            record["first_divergence"] = first_divergence(ref, result.tokens)
-            if ref:
-                fid = teacher_forced_fidelity(
-                    self.model, self.tokenizer, [prompt], [ref], method=run.method, params=run.params,
-                    budget=run.budget, residual=run.residual, evict_after_prefill=self.spec.evict_after_prefill,
-                    seeds=[seed], attention_backend=self.spec.attention_backend, prefills=prefills,
-                    reference_exact=self.spec.reference_exact,
-                )[0]
-                record.update(kl_mean=fid.kl_mean, top1_agreement=fid.top1_agreement,
-                              compared_tokens=fid.compared_tokens, kl_per_token=[round(x, 6) for x in fid.kl_per_token])
         if recorder.enabled:
             record["trace"] = recorder.record_for(
                 int(result.row), new_tokens=result.new_tokens, prompt_length=result.prompt_tokens, residual=run.residual

@@ -198,30 +198,30 @@ class EvictionLayer(CacheLayerMixin):
         self.row_states = [self.row_states[r] for r in rows]
 
     def load_prefill(self, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None,
-                     accumulated: torch.Tensor | None) -> None:
-        """Fill an empty layer with a prompt prefilled elsewhere (one row, broadcast to every row of
-        this cache) and commit it as the prefill would, the end-of-prefill eviction included."""
-        batch = len(self.cache.prompt_lengths)
+                     accumulated: torch.Tensor | None, *, rows: torch.Tensor) -> None:
+        """Fill an empty layer with prompts prefilled elsewhere (`prefill_state` of a right-padded
+        batch of distinct prompts; this cache's row r takes prefilled row `rows[r]`) and commit them
+        as the prefill would, the end-of-prefill eviction included."""
         length = keys.shape[2]
-        self.lazy_initialization(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
-        self.keys[:, :, :length] = keys
-        self.values[:, :, :length] = values
+        self.lazy_initialization(keys[rows], values[rows])
+        self.keys[:, :, :length] = keys[rows]
+        self.values[:, :, :length] = values[rows]
         self.positions[:, :, :length] = torch.arange(length, device=self.device)
         if queries is not None and self.cache.config.policy.needs_queries:
-            self.queries = queries.expand(batch, -1, -1, -1).clone()
+            self.queries = queries[rows]
             self.query_slot = 0
         if accumulated is not None and self.accumulated is not None:
-            self.accumulated[:, :, :length] = accumulated
-        self.starts = [0] * batch
+            self.accumulated[:, :, :length] = accumulated[rows]
+        self.starts = [0] * len(rows)
         self.pending_tokens = length
         self.finish_forward()
 
     def prefill_state(self) -> tuple[torch.Tensor, ...]:
-        """Row 0's prompt keys, values, recent queries and attention mass (see `load_prefill`)."""
-        length = self.lengths[0]
-        return (self.keys[:1, :, :length].clone(), self.values[:1, :, :length].clone(),
-                None if self.queries is None else self.queries[:1].clone(),
-                None if self.accumulated is None else self.accumulated[:1, :, :length].clone())
+        """The prompts' keys, values, recent queries and attention mass (see `load_prefill`)."""
+        length = max(self.lengths)
+        return (self.keys[:, :, :length].clone(), self.values[:, :, :length].clone(),
+                None if self.queries is None else self.queries.clone(),
+                None if self.accumulated is None else self.accumulated[:, :, :length].clone())
 
     # -- what the attention function calls -------------------------------------------------
     @property
@@ -234,7 +234,7 @@ class EvictionLayer(CacheLayerMixin):
 
     def record_queries(self, query: torch.Tensor) -> None:
         """Keep the last `residual` post-RoPE queries of each row (circular buffer)."""
-        if not self.cache.config.policy.needs_queries:
+        if not self.cache.records_queries:
             return
         window = self.cache.config.residual
         q_len = query.shape[2]
@@ -439,6 +439,9 @@ class EvictionCache(Cache):
         self.profile = False
         self.prompt_lengths: list[int] = []
         self.original_prompt_lengths: list[int] = []
+        # Keep the last `residual` queries: what the policy scores with (a shared prefill keeps them
+        # for whichever policy loads it).
+        self.records_queries = config.policy.needs_queries
         super().__init__(layers=[EvictionLayer(self, i) for i in range(num_layers)])
 
     @classmethod

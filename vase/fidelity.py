@@ -65,10 +65,18 @@ def teacher_forced_fidelity(
     attention_backend: str = "auto",
     reference_exact: bool = False,
     prefills: PrefillCache | None = None,
+    reference_logprobs: Sequence[torch.Tensor] | None = None,
 ) -> list[FidelityResult]:
-    """Replay each row's full-cache output under `method` and under the full cache, step by step."""
+    """Replay each row's full-cache output under `method` and under the full cache, step by step.
+
+    `reference_logprobs` (per row, [len(reference), V]: the full cache's log-probabilities at each
+    step of its own output, as `generate(return_logprobs=True)` keeps them) replaces the full-cache
+    replay, which then does not run.
+    """
     if len(reference_tokens) != len(prompts):
         raise ValueError("reference_tokens: needs one continuation per prompt")
+    if reference_logprobs is not None and [len(t) for t in reference_logprobs] != [len(t) for t in reference_tokens]:
+        raise ValueError("reference_logprobs: needs one row of log-probabilities per reference token")
     longest = max((len(t) for t in reference_tokens), default=0)
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,
@@ -79,7 +87,15 @@ def teacher_forced_fidelity(
     common = dict(pad_token_id=pad_id(tokenizer), max_new_tokens=longest, attention_backend=attention_backend,
                   prefills=prefills)
     under_test = Decoder(model, encoded, config, eviction_seeds=eviction_seeds, **common)
-    full = Decoder(model, encoded, full_config, eviction_seeds=eviction_seeds, **common)
+    full = None if reference_logprobs is not None else Decoder(model, encoded, full_config,
+                                                               eviction_seeds=eviction_seeds, **common)
+
+    def full_step(forced: list[int] | None, step: int) -> torch.Tensor:
+        """The full cache's logits (or log-probabilities) for this step, for the rows still here."""
+        if full is None:
+            return torch.stack([reference_logprobs[row][step] for row in under_test.rows]).to(under_test.device)
+        return full.prefill() if forced is None else full.step(forced)
+
     kl: dict[int, list[float]] = {row: [] for row in range(len(encoded))}
     agree: dict[int, list[bool]] = {row: [] for row in range(len(encoded))}
     limit = config.budget if config.budget is not None else -1
@@ -91,7 +107,7 @@ def teacher_forced_fidelity(
         return under_test.prompt_lengths[row] + step > limit
 
     with attention_implementation(model, under_test.implementation):
-        logits, full_logits = under_test.prefill(), full.prefill()
+        logits, full_logits = under_test.prefill(), full_step(None, 0)
         evicted_before = [0] * len(under_test.rows)  # evictions before the forward that made `logits`
         step = 0
         while True:
@@ -107,10 +123,11 @@ def teacher_forced_fidelity(
                 break
             if len(keep) < len(under_test.rows):
                 under_test.drop(keep)
-                full.drop(keep)
+                if full is not None:
+                    full.drop(keep)
             forced = [int(reference_tokens[row][step - 1]) for row in under_test.rows]
             evicted_before = [under_test.evictions(i) for i in range(len(under_test.rows))]
-            logits, full_logits = under_test.step(forced), full.step(forced)
+            logits, full_logits = under_test.step(forced), full_step(forced, step)
 
     results = []
     for row in range(len(encoded)):

@@ -163,29 +163,31 @@ def _encode(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list
 
 @dataclass
 class PrefillState:
-    """One prompt's prefill: per layer (keys, values, recent queries, attention mass) and the logits."""
+    """The prefill of a batch's distinct prompts: per layer (keys, values, recent queries, attention
+    mass) and the logits at the end of each prompt. Rows are the distinct prompts, right-padded."""
 
     layers: list[tuple[torch.Tensor, ...]]
-    logits: torch.Tensor  # [1, V]
+    logits: torch.Tensor  # [U, V]
 
 
 class PrefillCache:
-    """Prefills computed once per prompt and reused across samples and methods.
+    """Prefills computed once per batch of prompts and reused across samples and methods.
 
     Every cache holds the same prompt tokens until its first eviction, so a prompt's prefill is the
     same under every method; only what a policy records during it differs (recent queries, or the
-    attention mass for which the prefill runs eager attention), and the key says so. A bench keeps
-    one per problem.
+    attention mass for which the prefill runs eager attention), and the key says so. A batch's
+    distinct prompts are prefilled together once; rows repeating a prompt (a problem's samples)
+    share its row. A bench keeps one per batch of problems.
     """
 
     def __init__(self) -> None:
         self._states: dict[tuple, PrefillState] = {}
 
     @staticmethod
-    def key(prompt: Sequence[int], config: CacheConfig, backend: str) -> tuple:
-        policy = config.policy
-        # reference_exact sets the scoring dtype of what the policy records during the prefill.
-        return (tuple(prompt), policy.needs_queries, policy.needs_attention_weights, config.residual,
+    def key(prompts: Sequence[Sequence[int]], config: CacheConfig, backend: str) -> tuple:
+        # Recent queries are always recorded (`Decoder.prefill`); attention mass needs eager attention,
+        # so it is its own prefill; reference_exact sets the scoring dtype of what is recorded.
+        return (tuple(tuple(p) for p in prompts), config.policy.needs_attention_weights, config.residual,
                 config.reference_exact, backend)
 
     def get(self, key: tuple) -> PrefillState | None:
@@ -196,6 +198,13 @@ class PrefillCache:
 
     def __len__(self) -> int:
         return len(self._states)
+
+
+def distinct_prompts(encoded: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts in first-seen order, and for each row the index of its prompt among them."""
+    index: dict[tuple[int, ...], int] = {}
+    rows = [index.setdefault(tuple(e), len(index)) for e in encoded]
+    return [list(p) for p in index], rows
 
 
 class Decoder:
@@ -223,8 +232,7 @@ class Decoder:
         self.model = model
         self.config = config
         self.attention_backend = attention_backend
-        # Reuse applies when every row has the same prompt (a problem's samples) on our cache.
-        self.prefills = prefills if not use_hf_dynamic_cache and len({tuple(e) for e in encoded}) == 1 else None
+        self.prefills = prefills if not use_hf_dynamic_cache else None
         self.device = model.device
         self.encoded = encoded
         self.prompt_lengths = [len(ids) for ids in encoded]
@@ -250,21 +258,24 @@ class Decoder:
             self.implementation = attention.ATTENTION_NAME
 
     def prefill(self) -> torch.Tensor:
-        """Logits [B, V] at the end of each row's prompt (from `prefills` when it has this prompt)."""
+        """Logits [B, V] at the end of each row's prompt (from `prefills` when it has these prompts)."""
         if self.prefills is None:
             return self._run_prefill()
-        key = PrefillCache.key(self.encoded[0], self.config, self.cache.attention_backend)
+        prompts, row_prompt = distinct_prompts(self.encoded)
+        key = PrefillCache.key(prompts, self.config, self.cache.attention_backend)
         state = self.prefills.get(key)
         if state is None:
-            single = Decoder(self.model, self.encoded[:1], dataclasses.replace(self.config, evict_after_prefill=False),
-                             pad_token_id=self.pad_token_id, eviction_seeds=[0], max_new_tokens=1,
-                             attention_backend=self.attention_backend)
-            logits = single._run_prefill()
-            state = PrefillState([layer.prefill_state() for layer in single.cache.layers], logits)
+            once = Decoder(self.model, prompts, dataclasses.replace(self.config, evict_after_prefill=False),
+                           pad_token_id=self.pad_token_id, eviction_seeds=[0] * len(prompts), max_new_tokens=1,
+                           attention_backend=self.attention_backend)
+            once.cache.records_queries = True  # for any policy that loads this prefill
+            logits = once._run_prefill()
+            state = PrefillState([layer.prefill_state() for layer in once.cache.layers], logits)
             self.prefills.put(key, state)
+        rows = torch.tensor(row_prompt, device=self.device)
         for layer, saved in zip(self.cache.layers, state.layers):
-            layer.load_prefill(*saved)
-        return state.logits.expand(len(self.encoded), -1)
+            layer.load_prefill(*saved, rows=rows)
+        return state.logits[rows]
 
     def _run_prefill(self) -> torch.Tensor:
         width = max(self.prompt_lengths)
@@ -374,8 +385,8 @@ def generate(
     (off in the authors' code). `use_hf_dynamic_cache` runs `full` on transformers' DynamicCache
     with SDPA, as a reference point for benchmarks. `profile` synchronises the GPU around evictions
     so `eviction_seconds` is exact. `reference_exact` runs the cache as the authors' code does (see
-    `vase.cache`). `prefills` (when every prompt is the same) computes the prompt's prefill once and
-    reuses it (`PrefillCache`).
+    `vase.cache`). `prefills` computes the prefill of the batch's distinct prompts once and reuses it
+    (`PrefillCache`).
     """
     config, encoded, seeds, eviction_seeds = prepare(
         tokenizer, prompts, method=method, params=params, budget=budget, residual=residual,

@@ -113,6 +113,8 @@ def bench(
     residual: int = typer.Option(JobSpec.default("residual"), "--residual", help=JobSpec.describe("residual")),
     evict_after_prefill: bool = typer.Option(JobSpec.default("evict_after_prefill"), "--evict-after-prefill",
                                              help=JobSpec.describe("evict_after_prefill")),
+    batch_problems: int = typer.Option(JobSpec.default("batch_problems"), "--batch-problems",
+                                       help=JobSpec.describe("batch_problems")),
     samples: int = typer.Option(JobSpec.default("samples"), "--samples", help=JobSpec.describe("samples")),
     limit: int | None = typer.Option(JobSpec.default("limit"), "--limit", help="Problems to run (0 = all)."),
     seed: int = typer.Option(JobSpec.default("seeds"), "--seed", help=JobSpec.describe("seeds")),
@@ -150,7 +152,7 @@ def bench(
         spec = JobSpec.parse({
             "task": task, "limit": None if limit == 0 else limit, "task_seed": task_seed, "methods": method_specs,
             "budgets": budget_list, "residual": residual,
-            "evict_after_prefill": evict_after_prefill, "samples": samples, "seeds": seed, "model": model_id,
+            "evict_after_prefill": evict_after_prefill, "batch_problems": batch_problems, "samples": samples, "seeds": seed, "model": model_id,
             "generation": {k: v for k, v in generation.items() if v is not None}, "max_new_tokens": max_new_tokens,
             "fidelity": fidelity, "trace": trace, "attention_backend": attention_backend,
             "reference_exact": reference_exact,

@@ -141,6 +141,11 @@ class JobSpec(_Strict):
     reference_exact: bool = Field(
         False, description="Run the cache as the authors' code does: kept tokens stored in ranking order (smoothing "
                            "over slots), scores in the model dtype. Default: position order, fp32.")
+    batch_problems: int = Field(
+        8, ge=1, le=1024, description="Problems decoded together under each run, each with all its samples: fewer "
+                                      "forward passes per token, and their prompts prefilled once for every run. KV "
+                                      "memory grows with it (a worker lowers it to what fits "
+                                      "`VASE_WORKER_KV_GIB_*`). Not part of a run's identity.")
     queue: Literal[QUEUE_CHOICES] = Field(
         "auto", description="Worker pool. `auto`: small jobs on the embedded model go to CPU workers, the rest "
                             "to GPU workers.")
