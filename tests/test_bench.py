@@ -296,6 +296,16 @@ def test_cli_tasks_json():
     assert tasks["fact-recall"]["params"]["facts"] == FactRecallTask.PARAMETERS["facts"].default
 
 
+def test_cli_tasks_markdown_prints_the_parameter_table():
+    from vase.tasks import parameter_table_markdown
+
+    out = vase_cli("tasks", "--markdown")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == parameter_table_markdown() + "\n"
+    both = vase_cli("tasks", "--markdown", "--json")
+    assert both.returncode == 2 and "--json" in both.stderr and "--markdown" in both.stderr
+
+
 def test_jobs_stored_before_jobspec_are_read():
     """A job row written by the old BenchSpec (``seed``, flat sampling fields) still runs."""
     legacy = {"task": "arith-chain", "limit": 2, "task_seed": 0, "methods": [{"name": "full", "params": {}}],

@@ -9,7 +9,9 @@ from vase.generation import attention_implementation, generate
 from vase.policies import EvictionContext, policy_class, policy_names
 from vase.policies.scores import value_magnitude
 
+EVICTION_METHODS = [m for m in policy_names() if policy_class(m).kind == "eviction"]
 PROMPT = "The quick brown fox jumps over the lazy dog. In the beginning there was a small village by the sea."
+LONG_PROMPT = " ".join([PROMPT] * 4)  # 88 tokens
 
 
 def drive(model, tokenizer, method, *, budget, residual, steps, params=None, sink=None, prompt=PROMPT,
@@ -189,16 +191,89 @@ def test_trace_events_partition_the_candidates(tiny_qwen3):
 
 
 def test_kv_storage_does_not_grow_after_the_budget(tiny_qwen3):
+    """Allocated once at the prefill for the whole prompt, shrunk once at the first eviction to the
+    budget plus the recency window, never reallocated after that."""
     model, tokenizer = tiny_qwen3
-    sizes, pointers = [], set()
-    for cache, _ in drive(model, tokenizer, "vase", budget=24, residual=8, steps=60, params={"n_large": 4}):
-        sizes.append(cache.nbytes())
-        pointers.add(cache.layers[0].keys.data_ptr())
-    assert len(set(sizes)) == 1  # allocated once at prefill, never reallocated
-    assert len(pointers) == 1
-    prompt_len = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
-    layer = cache.layers[0]
-    assert layer.capacity == max(prompt_len, 24) + 8
+    budget, residual = 24, 8
+    prompt_len = len(tokenizer(LONG_PROMPT, add_special_tokens=False)["input_ids"])
+    assert prompt_len > budget + residual
+    capacities, pointers = [], []
+    for cache, _ in drive(model, tokenizer, "vase", budget=budget, residual=residual, steps=60,
+                          params={"n_large": 4}, prompt=LONG_PROMPT):
+        capacities.append(cache.layers[0].capacity)
+        pointers.append(cache.layers[0].keys.data_ptr())
+    assert cache.evictions[0] > 1
+    first = capacities.index(budget + residual)  # the step of the first eviction
+    assert capacities[:first] == [prompt_len + residual] * first
+    assert capacities[first:] == [budget + residual] * (len(capacities) - first)
+    assert len(set(pointers[:first])) == 1 and len(set(pointers[first:])) == 1
+
+
+def _eviction_params(method: str) -> dict | None:
+    """Parameters that let `method` run with budget 16, residual 8 on the tiny model."""
+    return {"n_large": 4} if method in ("vase", "attn-random") else None
+
+
+@pytest.mark.parametrize("evict_after_prefill", [False, True])
+@pytest.mark.parametrize("method", EVICTION_METHODS)
+def test_an_eviction_releases_the_prompt_slots(tiny_qwen3, method, evict_after_prefill):
+    """Once a row has evicted it holds at most budget + residual slots; the prompt's other slots are
+    freed, and `nbytes` reports what remains."""
+    model, tokenizer = tiny_qwen3
+    budget, residual = 16, 8
+    prompt_len = len(tokenizer(LONG_PROMPT, add_special_tokens=False)["input_ids"])
+    assert prompt_len > budget + residual
+    for cache, _ in drive(model, tokenizer, method, budget=budget, residual=residual, steps=12,
+                          params=_eviction_params(method), evict_after_prefill=evict_after_prefill,
+                          prompt=LONG_PROMPT):
+        expected = budget + residual if cache.evictions[0] else prompt_len + residual
+        for layer in cache.layers:
+            assert layer.capacity == expected
+            assert layer.nbytes() == 2 * layer.keys[0, :, 0].numel() * expected * layer.keys.element_size()
+            assert layer.positions.shape[2] == expected
+            if layer.accumulated is not None:
+                assert layer.accumulated.shape[2] == expected
+        if evict_after_prefill:
+            assert cache.evictions[0] >= 1  # at the budget from the end of the prefill on
+    assert cache.evictions[0] > 0
+
+
+def _prompt_of(tokenizer, n: int) -> list[int]:
+    ids = tokenizer(LONG_PROMPT, add_special_tokens=False)["input_ids"]
+    assert len(ids) >= n
+    return ids[:n]
+
+
+@pytest.mark.parametrize("method", EVICTION_METHODS)
+def test_rows_that_evict_later_keep_their_slots(tiny_qwen3, method):
+    """Right-padded rows evict at different steps: the first row (47 tokens) evicts after one step,
+    the second (33) only after seven; until then the cache keeps room for the second row's growth,
+    and every row decodes exactly as it does alone (a dropped live slot would change its tokens, an
+    undersized buffer would overflow)."""
+    model, tokenizer = tiny_qwen3
+    budget, residual, steps = 16, 8, 24
+    prompts = [_prompt_of(tokenizer, 47), _prompt_of(tokenizer, 33)]
+    kwargs = dict(method=method, params=_eviction_params(method), budget=budget, residual=residual,
+                  max_new_tokens=steps, stop_at_eos=False)
+    seen = []  # (lengths, capacity, evictions) before each decode step
+
+    def record(step, cache):
+        seen.append((list(cache.layers[0].lengths), cache.layers[0].capacity, list(cache.evictions)))
+
+    batch = generate(model, tokenizer, prompts, seeds=[1, 2], on_step=record, **kwargs)
+    # After step 1 the first row has evicted (48 -> 16); the second holds 34 and evicts at 40.
+    assert seen[1] == ([budget, 34], 40, [1, 0])
+    for (_, before, evicted_before), (lengths, capacity, evicted) in zip(seen, seen[1:]):
+        # At an eviction: the longest row's next eviction length (the first multiple of the residual
+        # above both its length and the budget), if that is less than before; unchanged in between.
+        reach = (max(budget, *lengths) // residual + 1) * residual
+        assert capacity == (min(before, reach) if evicted != evicted_before else before)
+        assert capacity >= max(lengths) + 1  # room for the next token
+    assert seen[-1][1] == budget + residual
+    for prompt, seed, got in zip(prompts, [1, 2], batch):
+        alone = generate(model, tokenizer, [prompt], seeds=[seed], **kwargs)[0]
+        assert got.tokens == alone.tokens
+        assert got.evictions == alone.evictions > 1
 
 
 def test_quest_selects_at_most_the_budget_in_pages():
@@ -278,8 +353,6 @@ def test_compact_in_place_moves_the_kept_slots_to_the_front(feature):
     assert torch.equal(stored[:, :, :30], expected_front)
     assert torch.equal(stored[:, :, 30:], expected_rest)  # nothing past the kept slots is touched
 
-
-EVICTION_METHODS = [m for m in policy_names() if policy_class(m).kind == "eviction"]
 
 
 @pytest.mark.parametrize("method", EVICTION_METHODS)

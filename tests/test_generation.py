@@ -117,6 +117,23 @@ def test_result_reports_speed_and_memory(tiny_qwen3):
     assert torch.get_default_dtype() == torch.float32
 
 
+@pytest.mark.parametrize("method,params", [("vase", {"n_large": 4}), ("snapkv", None), ("streamingllm", None)])
+def test_peak_memory_after_an_end_of_prefill_eviction_is_the_budgets(tiny_qwen3, method, params):
+    """With evict_after_prefill a prompt over the budget is compressed before the first step, so the
+    peak is the budget's allocation (budget + residual slots), not the prompt's."""
+    model, tokenizer = tiny_qwen3
+    budget, residual, new = 16, 8, 24
+    prompt = [" ".join(PROMPTS)]
+    full = generate(model, tokenizer, prompt, method="full", max_new_tokens=new, stop_at_eos=False)[0]
+    evict = generate(model, tokenizer, prompt, method=method, params=params, budget=budget, residual=residual,
+                     evict_after_prefill=True, max_new_tokens=new, stop_at_eos=False)[0]
+    assert evict.prompt_tokens > budget + residual and evict.evictions > 1
+    layers, heads, dim = 2, 2, 16
+    assert evict.kv_cache_bytes_peak == 2 * layers * heads * (budget + residual) * dim * 4
+    assert full.kv_cache_bytes_peak == 2 * layers * heads * (full.prompt_tokens + new) * dim * 4
+    assert evict.kv_cache_bytes_peak < full.kv_cache_bytes_peak
+
+
 @pytest.mark.parametrize("given", [{"temperature": 0.7}, {"top_p": 0.9}, {"top_k": 5}])
 def test_a_sampling_parameter_without_do_sample_implies_sampling(tiny_qwen3, given):
     model, tokenizer = tiny_qwen3

@@ -3,7 +3,10 @@
 Layout and rules (see the algorithm spec):
 - Each layer preallocates `max(prompt_len, budget) + residual` slots per row and KV head once and
   fills them in place; nothing grows during decode (methods without eviction size the buffer for
-  prompt + max_new_tokens instead, and grow by doubling only if told too little).
+  prompt + max_new_tokens instead, and grow by doubling only if told too little). After an eviction
+  the buffers shrink to what the rows can still reach before their next eviction (`budget +
+  residual` once every row has evicted), so a long prompt's slots are not held once the cache is
+  at the budget.
 - Rows are stored left-aligned: a row's tokens occupy slots [0, length[row]). Prompts arrive
   right-padded, so padding sits past a row's length and is never attended to nor kept.
 - After each single-token append, a row whose length exceeds the budget and is a multiple of the
@@ -293,6 +296,8 @@ class EvictionLayer(CacheLayerMixin):
             started = self.cache.clock()
             self._evict(rows, length)
             self.cache.eviction_seconds += self.cache.clock() - started
+        if due:
+            self._release_slots()
 
     # -- eviction ----------------------------------------------------------------------------
     def _evict(self, rows: list[int], length: int) -> None:
@@ -345,6 +350,33 @@ class EvictionLayer(CacheLayerMixin):
         if self.layer_idx == 0:
             for row in rows:
                 self.cache.evictions[row] += 1
+
+    def _release_slots(self) -> None:
+        """After an eviction, give back the slots no row can need any more.
+
+        A row that has evicted holds `budget` slots; one that has not yet (prompts of different
+        lengths evict at different steps) holds its own length. Either grows only up to its next
+        eviction, at the first multiple of `residual` above both its length and the budget (the
+        budget is a multiple of `residual`), so the longest row's next eviction length is all the
+        capacity needed: `budget + residual` once every row has evicted, at most
+        `max(budget, longest row) + residual` before. The prompt's extra slots are freed at the
+        first eviction instead of being held for the whole generation. Slots below that bound keep
+        their contents, so the attention, the policies and the traces see exactly what they saw.
+        """
+        config = self.cache.config
+        residual = config.residual
+        needed = (max(config.budget, *self.lengths) // residual + 1) * residual
+        if needed >= self.capacity:
+            return
+
+        def fitted(t: torch.Tensor) -> torch.Tensor:
+            # A contiguous copy: a view would keep the old storage alive, and compaction needs
+            # contiguous buffers.
+            return t[:, :, :needed].clone(memory_format=torch.contiguous_format)
+
+        self.keys, self.values, self.positions = fitted(self.keys), fitted(self.values), fitted(self.positions)
+        if self.accumulated is not None:
+            self.accumulated = fitted(self.accumulated)
 
     def _move_accumulated(self, row: int | slice, kept: torch.Tensor, window: slice) -> None:
         """H2O mass follows its tokens: kept slots first, then the window; freed slots restart at 0."""

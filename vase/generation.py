@@ -82,6 +82,11 @@ class GenerationResult:
     finish_reason: str  # "eos" | "length"
     evictions: int
     decode_seconds: float
+    # A row's share of the largest KV allocation (keys and values, every layer) from the end of the
+    # prefill (after an end-of-prefill eviction, so with evict_after_prefill a long prompt counts at
+    # the budget's size) to the last step. The prompt's own transient during the prefill forward is
+    # not in it; without evict_after_prefill a prompt over the budget is held until the first
+    # eviction and sets the peak.
     kv_cache_bytes_peak: int
     # Seconds the batch's cache spent choosing and compacting evictions (shared by its rows).
     eviction_seconds: float = 0.0

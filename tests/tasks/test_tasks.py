@@ -21,6 +21,7 @@ from vase.tasks import (
     decode_lcb_tests,
     get_task,
     list_tasks,
+    parameter_table_markdown,
     register_task,
     unregister_task,
 )
@@ -375,3 +376,23 @@ def test_list_tasks_gives_parameters_with_defaults():
     assert listed["fact-recall"]["params"]["facts"]["default"] == FactRecallTask.PARAMETERS["facts"].default
     assert set(listed["count-items"]["params"]) == {"min_items", "max_items", "vocab"}
     assert listed["math500"]["params"] == {}
+
+
+def test_readme_shows_the_generated_tasks_parameters_as_the_code_defines_them():
+    """The README's parameter table is the rendered one, row for row: a changed default, range or
+    meaning fails here until README.md is updated (`vase tasks --markdown` prints the table)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    header = "| task | parameter | default | range | meaning |"
+    assert readme.count(header) == 1
+    start = readme.index(header)
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert "\n".join(readme[start:end]) == parameter_table_markdown()
+
+
+def test_the_parameter_table_lists_every_generated_parameter():
+    rows = parameter_table_markdown().splitlines()[2:]
+    for name in OFFLINE_TASKS:
+        task = get_task(name)
+        for param, p in task.describe_parameters().items():
+            assert f"| `{name}` | `{param}` | {p['default']} | {p['min']}\u2013{p['max']} | {p['help']} |" in rows
+    assert len(rows) == sum(len(get_task(n).describe_parameters()) for n in OFFLINE_TASKS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, emit_json
+from .common import console, emit_json, fail
 
 
 def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -26,11 +26,21 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     console().print(table)
 
 
-def tasks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def tasks(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    markdown: bool = typer.Option(False, "--markdown",
+                                  help="Print the generated tasks' parameters as the README's markdown table."),
+) -> None:
     """List the tasks (hub sets load on connected hosts; offline ones are generated here) with the
-    generated tasks' difficulty parameters and their defaults (`--json`: `params` {name: default})."""
-    from ..tasks import list_tasks
+    generated tasks' difficulty parameters and their defaults (`--json`: `params` {name: default};
+    `--markdown`: each parameter's default, range and meaning, as the README's table)."""
+    from ..tasks import list_tasks, parameter_table_markdown
 
+    if as_json and markdown:
+        fail("--json and --markdown: choose one output format")
+    if markdown:
+        typer.echo(parameter_table_markdown())
+        return
     rows = list_tasks()
     if as_json:
         emit_json([{"name": t["name"], "offline": t["offline"], "size": t["size"],

@@ -7,7 +7,7 @@
 from .base import PROBLEM_KINDS, Problem, ProblemKind, Task, TaskProtocol, problems_fingerprint
 from .hub import DATA_DIR_ENV, GPQATask, GSM8KTask, HubTask, LiveCodeBenchTask, decode_lcb_tests
 from .jsonl import JsonlTask, read_jsonl
-from .registry import get_task, list_tasks, register_task, task_names, unregister_task
+from .registry import get_task, list_tasks, parameter_table_markdown, register_task, task_names, unregister_task
 from .synthetic import ArithChainTask, CountItemsTask, FactRecallTask, GeneratedTask
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "decode_lcb_tests",
     "get_task",
     "list_tasks",
+    "parameter_table_markdown",
     "problems_fingerprint",
     "read_jsonl",
     "register_task",

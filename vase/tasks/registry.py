@@ -109,6 +109,19 @@ def list_tasks() -> list[dict[str, Any]]:
     return out
 
 
+def parameter_table_markdown() -> str:
+    """The generated tasks' parameters as the README's markdown table (task, parameter, default,
+    range, meaning), one row per parameter, tasks by name; the README shows exactly this."""
+    lines = ["| task | parameter | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
+    for name in task_names():
+        task = get_task(name)
+        if not isinstance(task, GeneratedTask):
+            continue
+        for param, p in task.describe_parameters().items():
+            lines.append(f"| `{name}` | `{param}` | {p['default']} | {p['min']}\u2013{p['max']} | {p['help']} |")
+    return "\n".join(lines)
+
+
 def _register_builtins() -> None:
     for cls in (ArithChainTask, FactRecallTask, CountItemsTask):
         register_task(cls.name, cls, replace=True)
