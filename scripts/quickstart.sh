@@ -20,7 +20,8 @@ t1=$(now)
 t2=$(now)
 if [ "$#" -eq 0 ]; then
   set -- --task fact-recall --methods full,vase,vase-dkv,snapkv,streamingllm,random \
-         --budgets 64 --residual 8 --evict-after-prefill --limit 24 --max-new-tokens 16 --fidelity
+         --budgets 128 --residual 8 --evict-after-prefill --limit 48 --batch-problems 48 --max-new-tokens 16 \
+         --fidelity
 fi
 "$ROOT/.venv/bin/vase" bench "$@"
 t3=$(now)

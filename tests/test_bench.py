@@ -93,7 +93,9 @@ def test_full_traces_rebuild_the_cache_content(bench_run, smollm2):
 def test_resume_adds_only_missing_samples(smollm2, tmp_path):
     model, tokenizer = smollm2
     store = open_store(f"sqlite:///{tmp_path / 'resume.sqlite'}", cached=False)
-    spec = JobSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], **{**SMALL, "max_new_tokens": 16})
+    # One problem per batch: cancellation is checked before each run of a batch.
+    spec = JobSpec(methods=[MethodSpec("full"), MethodSpec("snapkv")], batch_problems=1,
+                   **{**SMALL, "max_new_tokens": 16})
     first = Bench(spec, store, model=model, tokenizer=tokenizer)
     written = []
     assert not first.execute(should_cancel=lambda: len(written) >= 3, on_sample=lambda: written.append(1))
@@ -332,3 +334,25 @@ def test_prefill_reuse_stores_the_same_samples(tiny_qwen3, tmp_path):
         stored.append([(s["problem_id"], s["sample_index"], s["metrics"]["tokens"], s["evictions"], s["kl_mean"])
                        for r in bench.runs for s in store.list_samples(run_id=r.run_id)])
     assert stored[0] == stored[1] and len(stored[0]) == 2 * 2 * 4
+
+
+def test_batched_problems_store_what_one_problem_at_a_time_stores(tiny_qwen3, tmp_path):
+    """Problems decoded together (prompts of different lengths, right-padded) give each problem's
+    tokens, evictions and KL as when it runs alone."""
+    model, tokenizer = tiny_qwen3
+    stored = []
+    for batch in (1, 3):
+        spec = JobSpec(task="fact-recall?facts=4&filler=3", limit=3, samples=2, budgets=[32], residual=8,
+                       max_new_tokens=20, fidelity=True, batch_problems=batch,
+                       methods=[MethodSpec("full"), MethodSpec("vase"), MethodSpec("h2o"), MethodSpec("streamingllm")])
+        store = open_store(f"sqlite:///{tmp_path / f'batch-{batch}.sqlite'}", cached=False)
+        bench = Bench(spec, store, model=model, tokenizer=tokenizer)
+        assert bench.execute()
+        stored.append({(r.spec.method, s["problem_id"], s["sample_index"]): (s["metrics"]["tokens"], s["evictions"],
+                                                                            s["kl_mean"])
+                       for r in bench.runs for s in store.list_samples(run_id=r.run_id)})
+    alone, together = stored
+    assert alone.keys() == together.keys() and len(alone) == 3 * 2 * 4
+    for key, (tokens, evictions, kl) in alone.items():
+        assert together[key][:2] == (tokens, evictions), key
+        assert (kl is None) == (together[key][2] is None) and (kl is None or abs(kl - together[key][2]) < 1e-4), key

@@ -64,3 +64,24 @@ def test_the_window_starts_at_the_first_eviction(tiny_qwen3):
     steps_before = first_eviction_length(prompt_len, budget, residual) - prompt_len
     assert result.compared_tokens == 40 - 1 - steps_before < 40
     assert result.kl_per_token[0] > 0
+
+
+def test_the_full_runs_logprobs_replace_the_full_cache_replay(tiny_qwen3):
+    """Fidelity against the log-probabilities the full run kept equals fidelity against a replay."""
+    import pytest
+    import torch
+
+    model, tokenizer = tiny_qwen3
+    full = generate(model, tokenizer, PROMPTS, max_new_tokens=40, return_logprobs=True)
+    reference = [r.tokens for r in full]
+    kept = [torch.stack(r.logprobs) for r in full]
+    kwargs = dict(method="vase", budget=16, residual=8, evict_after_prefill=True)
+    replayed = teacher_forced_fidelity(model, tokenizer, PROMPTS, reference, **kwargs)
+    reused = teacher_forced_fidelity(model, tokenizer, PROMPTS, reference, reference_logprobs=kept, **kwargs)
+    for a, b in zip(replayed, reused):
+        assert a.compared_tokens == b.compared_tokens > 0
+        assert b.kl_per_token == pytest.approx(a.kl_per_token, abs=1e-5)
+        assert a.top1_agreement == b.top1_agreement
+    with pytest.raises(ValueError, match="reference_logprobs"):
+        teacher_forced_fidelity(model, tokenizer, PROMPTS, reference, reference_logprobs=[k[:-1] for k in kept],
+                                **kwargs)

@@ -305,3 +305,21 @@ def test_plan_counts_without_a_model():
     with pytest.raises(JobInvalid) as err:
         plan_job({"task": "livecodebench-v6-medium", "limit": None})
     assert err.value.field == "limit"
+
+
+def test_a_worker_batches_only_the_problems_whose_kv_cache_fits():
+    from vase.config import Settings
+    from vase.jobs import plan_job
+    from vase.jobs.run import problems_that_fit
+
+    plan = plan_job({"task": "arith-chain", "limit": 8, "samples": 2, "batch_problems": 6, "queue": "cpu",
+                     "methods": [{"name": "full"}], "max_new_tokens": 64})
+    info = plan.spec_document()["service"]
+    per_problem = info["estimate"]["kv_bytes_per_problem"]
+    assert per_problem > 0
+    roomy = Settings(worker_kv_gib_cpu=8.0)
+    assert problems_that_fit(plan.spec, info, roomy) == 6  # the spec's, when it fits
+    tight = Settings(worker_kv_gib_cpu=2.5 * per_problem / 2**30)
+    assert problems_that_fit(plan.spec, info, tight) == 2
+    assert problems_that_fit(plan.spec, info, Settings(worker_kv_gib_cpu=0.5 * per_problem / 2**30)) == 1
+    assert problems_that_fit(plan.spec, {}, tight) == 6  # jobs planned before the estimate existed

@@ -182,7 +182,9 @@ def bench(
         return
     print_table(rows, f"{spec.task}: {rows[0]['n_problems'] if rows else 0} problems x {spec.samples} samples, "
                       f"residual {spec.residual}, max {spec.max_new_tokens} new tokens"
-                      + (", reference-exact" if spec.reference_exact else ""))
+                      + (", reference-exact" if spec.reference_exact else "")
+                      + f"; tok/s is each sequence's rate with up to {spec.batch_problems * spec.samples} "
+                        "decoding together")
 
 
 def _export(rows: list[dict], path: str) -> None:

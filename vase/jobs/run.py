@@ -63,6 +63,16 @@ class ChunkOutcome:
     GONE = "gone"  # the job no longer exists
 
 
+def problems_that_fit(spec: JobSpec, info: Mapping[str, Any], settings: Settings) -> int:
+    """The spec's `batch_problems`, lowered so that the batch's KV cache (the plan's per-problem
+    estimate) fits what a worker of the job's queue gives it (``VASE_WORKER_KV_GIB_*``)."""
+    per_problem = (info.get("estimate") or {}).get("kv_bytes_per_problem")
+    if not per_problem:
+        return spec.batch_problems
+    limit_gib = settings.worker_kv_gib_cpu if info.get("queue_kind") == "cpu" else settings.worker_kv_gib_gpu
+    return max(1, min(spec.batch_problems, int(limit_gib * 2**30 // per_problem)))
+
+
 def _chunk_problems(job: Mapping[str, Any], spec: JobSpec, chunk: int):
     from ..tasks import get_task
 
@@ -127,7 +137,8 @@ def run_chunk(
     except JobInvalid as exc:
         raise ChunkError(f"model: {exc.rule}", permanent=True) from None
     model, tokenizer = load_model(spec.model)
-    bench = Bench(spec, store, scope=job_id, model=model, tokenizer=tokenizer)
+    bench = Bench(spec, store, scope=job_id, model=model, tokenizer=tokenizer,
+                  batch_problems=problems_that_fit(spec, service_info(job), get_settings()))
     runs = store.list_runs(job_id=job_id)
     if len(runs) > len(bench.runs):
         raise ChunkError(
