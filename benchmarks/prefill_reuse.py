@@ -1,9 +1,11 @@
-"""Wall time of one bench grid with and without prefill reuse, side by side in one process.
+"""Wall time of one bench grid, the old way and the default way, side by side in one process.
 
-The same grid (a problem's samples batched; every method) runs into two fresh SQLite stores,
-once computing each prompt's prefill once per problem (`PrefillCache`, the default) and once per
-sample batch and method (the old path); repeats alternate the order. Prints each pass's seconds,
-the ratio old/new, and whether the stored tokens are identical (they must be, for greedy decoding).
+The same grid (every method) runs into two fresh SQLite stores: the old path (one problem at a
+time, its samples as one batch, each run prefilling its prompt again) and the default (problems
+in batches of `--batch-problems`, each batch's prompts prefilled once for every run:
+`PrefillCache`); repeats alternate the order. Both keep the full run's log-probabilities for
+fidelity. Prints each pass's seconds, the ratio old/new, and whether the stored tokens are
+identical (they must be, for greedy decoding).
 
     VASE_TORCH_THREADS=1 .venv/bin/python benchmarks/prefill_reuse.py --task "fact-recall?facts=8&filler=20" \\
         --limit 4 --samples 2 --budget 64 --residual 8 --max-new-tokens 24 --repeats 2
@@ -27,7 +29,8 @@ from vase.store import open_store
 
 def one_pass(spec, model, tokenizer, folder: Path, name: str, reuse: bool) -> tuple[float, list]:
     store = open_store(f"sqlite:///{folder / f'{name}.sqlite'}", cached=False)
-    bench = Bench(spec, store, model=model, tokenizer=tokenizer, reuse_prefill=reuse)
+    bench = Bench(spec, store, model=model, tokenizer=tokenizer, reuse_prefill=reuse,
+                  batch_problems=None if reuse else 1)
     started = time.perf_counter()
     bench.execute()
     seconds = time.perf_counter() - started
@@ -47,13 +50,14 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--fidelity", action="store_true")
+    ap.add_argument("--batch-problems", type=int, default=JobSpec.default("batch_problems"))
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
     model, tokenizer = load_model()
     spec = JobSpec(task=args.task, limit=args.limit, samples=args.samples, methods=parse_methods(args.methods),
                    budgets=[args.budget], residual=args.residual, evict_after_prefill=args.evict_after_prefill,
-                   max_new_tokens=args.max_new_tokens, fidelity=args.fidelity)
+                   max_new_tokens=args.max_new_tokens, fidelity=args.fidelity, batch_problems=args.batch_problems)
     times: dict[bool, list[float]] = {True: [], False: []}
     outputs: dict[bool, list] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,11 +67,12 @@ def main() -> int:
                 seconds, tokens = one_pass(spec, model, tokenizer, Path(tmp), f"{repeat}-{reuse}", reuse)
                 times[reuse].append(seconds)
                 outputs.setdefault(reuse, tokens)
-                print(f"repeat {repeat} {'reuse' if reuse else 'old  '}: {seconds:7.1f} s", flush=True)
+                print(f"repeat {repeat} {'batched' if reuse else 'old    '}: {seconds:7.1f} s", flush=True)
     old, new = statistics.median(times[False]), statistics.median(times[True])
     n = args.limit * args.samples * (len(spec.runs()))
     print(f"grid: {args.task}, {len(spec.runs())} runs x {args.limit} problems x {args.samples} samples = {n} samples")
-    print(f"median seconds: old path {old:.1f}, prefill reuse {new:.1f}; speed-up old/new = {old / new:.2f}x")
+    print(f"median seconds: old path {old:.1f}, batches of {args.batch_problems} with prefill reuse {new:.1f}; "
+          f"speed-up old/new = {old / new:.2f}x")
     print(f"stored tokens identical: {outputs[True] == outputs[False]}")
     return 0 if outputs[True] == outputs[False] else 1
 

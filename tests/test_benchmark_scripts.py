@@ -97,3 +97,14 @@ def test_long_context_on_a_tiny_model(tmp_path):
 def test_long_context_rejects_bad_threads():
     done = _script("long_context.py", "--threads", "0")
     assert done.returncode == 2 and "--threads" in done.stderr
+
+
+def test_decode_threads_prints_bandwidth_and_step_times():
+    out = _script("decode_threads.py", "--threads", "1,2", "--batches", "1,2", "--new-tokens", "10", "--repeats", "1")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 4  # two thread counts x two batches
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[4]) > 0  # GB/s, step ms
+    assert "| decode speed, batch 2 |" in out.stdout and "| eviction speed, batch 1 |" in out.stdout
