@@ -74,8 +74,8 @@ class Bench:
 
         self.spec = spec.check()
         self.store = store
-        # One prefill per problem, reused by every sample and method (results are the same; see
-        # `PrefillCache`). Off only to measure what it saves.
+        # One prefill per batch of problems, reused by every sample and method (results are the
+        # same; see `PrefillCache`). Off only to measure what it saves.
         self.reuse_prefill = reuse_prefill
         # Problems decoded together (each with all its samples); the service may lower the spec's.
         self.batch_problems = batch_problems or spec.batch_problems
@@ -152,23 +152,25 @@ class Bench:
         cache first), its prompts prefilled once for every run (`PrefillCache`).
         """
         from .generation import PrefillCache
+        from .prompting import render_prompt
 
         todo = list(self.problems if problems is None else problems)
         for start in range(0, len(todo), self.batch_problems):
             batch = todo[start:start + self.batch_problems]
+            prompts = {problem.id: render_prompt(self.tokenizer, problem) for problem in batch}
             reference = Reference()
             prefills = PrefillCache() if self.reuse_prefill else None
             for planned in self.runs:
                 if should_cancel is not None and should_cancel():
                     return False
-                self._batch_run(batch, planned, reference, on_sample, prefills)
+                self._batch_run(batch, prompts, planned, reference, on_sample, prefills)
         return True
 
-    def _batch_run(self, batch: list, planned: PlannedRun, reference: Reference, on_sample, prefills=None) -> None:
+    def _batch_run(self, batch: list, prompts: dict[str, str], planned: PlannedRun, reference: Reference, on_sample,
+                   prefills=None) -> None:
         import torch
 
         from .fidelity import first_divergence
-        from .prompting import render_prompt
 
         run, spec = planned.spec, self.spec
         existing = self.store.existing_sample_keys(planned.run_id)
@@ -180,7 +182,6 @@ class Bench:
             missing = {p.id for p, i in wanted if (p.id, i) not in reference.tokens}
             if missing:
                 reference.tokens.update(self._stored_reference(missing))
-        prompts = {problem.id: render_prompt(self.tokenizer, problem) for problem in batch}
         # The full cache's log-probabilities spare fidelity its full-cache replay, when they fit.
         keep_logprobs = (run.is_reference and spec.fidelity and len(self.runs) > 1
                          and len(wanted) * spec.max_new_tokens * self._vocab_size() * 4 <= REFERENCE_LOGPROBS_MAX_BYTES)

@@ -179,10 +179,11 @@ class PrefillCache:
     """Prefills computed once per batch of prompts and reused across samples and methods.
 
     Every cache holds the same prompt tokens until its first eviction, so a prompt's prefill is the
-    same under every method; only what a policy records during it differs (recent queries, or the
-    attention mass for which the prefill runs eager attention), and the key says so. A batch's
-    distinct prompts are prefilled together once; rows repeating a prompt (a problem's samples)
-    share its row. A bench keeps one per batch of problems.
+    same under every method; only what a policy records during it differs. Recent queries are
+    always recorded, so one prefill serves every policy; the attention mass needs eager attention,
+    so policies that use it get their own prefill, and the key says so. A batch's distinct prompts
+    are prefilled together once; rows repeating a prompt (a problem's samples) share its row. A
+    bench keeps one per batch of problems.
     """
 
     def __init__(self) -> None:

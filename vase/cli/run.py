@@ -152,7 +152,8 @@ def bench(
         spec = JobSpec.parse({
             "task": task, "limit": None if limit == 0 else limit, "task_seed": task_seed, "methods": method_specs,
             "budgets": budget_list, "residual": residual,
-            "evict_after_prefill": evict_after_prefill, "batch_problems": batch_problems, "samples": samples, "seeds": seed, "model": model_id,
+            "evict_after_prefill": evict_after_prefill, "batch_problems": batch_problems, "samples": samples,
+            "seeds": seed, "model": model_id,
             "generation": {k: v for k, v in generation.items() if v is not None}, "max_new_tokens": max_new_tokens,
             "fidelity": fidelity, "trace": trace, "attention_backend": attention_backend,
             "reference_exact": reference_exact,
